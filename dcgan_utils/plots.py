@@ -1,0 +1,183 @@
+"""Pictures of a run: loss curves (G red, D blue, as in seed 000), D's outputs, image grids and the training GIF.
+
+Every function draws a matplotlib figure and returns it; ``save_to`` writes a PNG, and ``show`` displays it
+inline in a notebook.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+G_COLOR, D_COLOR = "red", "blue"
+
+
+def _plt():
+    import matplotlib.pyplot as plt  # inline in Jupyter, Agg when there is no display
+
+    return plt
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
+    except Exception:
+        return False
+
+
+def _finish(fig, save_to: str | Path | None, show: bool):
+    plt = _plt()
+    fig.tight_layout()
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_to, dpi=100)
+    if show and _in_notebook():
+        plt.show()
+    else:
+        plt.close(fig)
+    return fig
+
+
+def _smooth(values: list[float], window: int) -> np.ndarray:
+    if window <= 1 or len(values) < window:
+        return np.asarray(values, dtype=float)
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def plot_losses(history: dict, title: str = "", save_to: str | Path | None = None, show: bool = True,
+                smooth: int = 1):
+    """Seed 000's loss graphs: per batch (left) and per epoch (right); generator red, discriminator blue."""
+    plt = _plt()
+    fig, (ax_b, ax_e) = plt.subplots(1, 2, figsize=(11, 3.6))
+    steps = np.asarray(history["step"])
+    for key, color, label in (("loss_g", G_COLOR, "Generator"), ("loss_d", D_COLOR, "Discriminator")):
+        values = _smooth(history[key], smooth)
+        ax_b.plot(steps[len(steps) - len(values):], values, color=color, lw=0.8, label=label)
+        ax_e.plot(history["epoch"]["epoch"], history["epoch"][key], "o-", color=color, label=label)
+    ax_b.set(xlabel="batch (step)", ylabel="loss", title=f"{title} loss per batch".strip())
+    ax_e.set(xlabel="epoch", ylabel="loss", title=f"{title} loss per epoch".strip())
+    for event in history.get("events", []):
+        if event["kind"] == "diverged":
+            ax_b.axvline(event["step"], color="black", ls="--", lw=1, label=f"diverged (step {event['step']})")
+    for ax in (ax_b, ax_e):
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+    if not history["epoch"]["epoch"]:
+        ax_e.text(0.5, 0.5, "no full epoch yet", ha="center", va="center", transform=ax_e.transAxes)
+    return _finish(fig, save_to, show)
+
+
+def plot_d_outputs(history: dict, title: str = "", save_to: str | Path | None = None, show: bool = True,
+                   smooth: int = 10):
+    """D(x) on real images and D(G(z)) on fakes per step, and both networks' gradient norms."""
+    plt = _plt()
+    fig, (ax_d, ax_n) = plt.subplots(1, 2, figsize=(11, 3.4))
+    steps = np.asarray(history["step"])
+    for key, color, label in (("d_real", "green", "D(x), real"), ("d_fake", "purple", "D(G(z)), fake")):
+        values = _smooth(history[key], smooth)
+        ax_d.plot(steps[len(steps) - len(values):], values, color=color, lw=1, label=label)
+    ax_d.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax_d.set(xlabel="step", ylabel="mean probability", ylim=(-0.02, 1.02), title=f"{title} D's outputs".strip())
+    for key, color, label in (("grad_norm_g", G_COLOR, "Generator"), ("grad_norm_d", D_COLOR, "Discriminator")):
+        values = _smooth(history[key], smooth)
+        ax_n.plot(steps[len(steps) - len(values):], values, color=color, lw=1, label=label)
+    ax_n.set(xlabel="step", ylabel="gradient norm", yscale="log", title=f"{title} gradient norms".strip())
+    for ax in (ax_d, ax_n):
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    return _finish(fig, save_to, show)
+
+
+def grid_image(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] as one uint8 (H, W, 3) grid."""
+    from torchvision.utils import make_grid
+
+    images = torch.nan_to_num(images.detach().float().cpu()).clamp(-1, 1)
+    grid = make_grid(images, nrow=nrow, padding=padding, normalize=True, value_range=(-1, 1), pad_value=1.0)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
+    """Write a grid of (N, C, H, W) images in [-1, 1] as a PNG."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, grid_image(images, nrow=nrow))
+    return path
+
+
+def show_images(images: torch.Tensor, nrow: int = 8, title: str = "", labels: list[str] | None = None,
+                save_to: str | Path | None = None, show: bool = True, scale: float = 1.0):
+    """Show (N, C, H, W) images in [-1, 1] as a grid (with one label per image when ``labels`` is given)."""
+    plt = _plt()
+    n = images.shape[0]
+    if labels is None:
+        grid = grid_image(images, nrow=nrow)
+        fig, ax = plt.subplots(figsize=(scale * grid.shape[1] / 60, scale * grid.shape[0] / 60 + 0.4))
+        ax.imshow(grid)
+        ax.set_axis_off()
+        ax.set_title(title)
+        return _finish(fig, save_to, show)
+    cols = min(n, nrow)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(scale * 1.2 * cols, scale * 1.35 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(grid_image(images[i:i + 1], nrow=1, padding=0), cmap="gray")
+            ax.set_title(labels[i], fontsize=8)
+    fig.suptitle(title)
+    return _finish(fig, save_to, show)
+
+
+def make_gif(run_dir: str | Path, path: str | Path | None = None, seconds_per_frame: float = 0.3,
+             max_frames: int = 60) -> Path | None:
+    """The fixed-latent grids of ``run_dir/frames`` as one GIF (at most ``max_frames``, evenly spaced)."""
+    import imageio.v3 as iio
+
+    run_dir = Path(run_dir)
+    frames = sorted((run_dir / "frames").glob("step_*.png"))
+    if not frames:
+        return None
+    if len(frames) > max_frames:
+        keep = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
+        frames = [frames[i] for i in sorted(set(keep))]
+    images = [iio.imread(f) for f in frames]
+    durations = [seconds_per_frame * 1000] * (len(images) - 1) + [1500]  # hold the last frame
+    path = Path(path) if path else run_dir / "training.gif"
+    iio.imwrite(path, np.stack(images), extension=".gif", duration=durations, loop=0)
+    return path
+
+
+def show_gif(path: str | Path, width: int = 300):
+    """Display a GIF inline in a notebook (and return the IPython object)."""
+    from IPython.display import Image, display
+
+    image = Image(filename=str(path), width=width)
+    display(image)
+    return image
+
+
+def plot_runs(histories: dict[str, dict], key: str = "loss_d", smooth: int = 20, title: str = "",
+              save_to: str | Path | None = None, show: bool = True, ylim: tuple | None = None):
+    """One curve per run for one history key, e.g. to compare BatchNorm eps 1e-5 vs 0.8."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for name, history in histories.items():
+        steps = np.asarray(history["step"])
+        values = _smooth(history[key], smooth)
+        ax.plot(steps[len(steps) - len(values):], values, lw=1, label=name)
+        for event in history.get("events", []):
+            if event["kind"] == "diverged":
+                ax.axvline(event["step"], ls="--", lw=1, color=ax.lines[-1].get_color())
+    ax.set(xlabel="step", ylabel=key, title=title or key)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _finish(fig, save_to, show)

@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    """256 real MNIST digits from the shipped subset, 32x32."""
+    from dcgan_utils import load_dataset
+
+    return load_dataset("mnist", 32, source="subset", limit=256)
+
+
+@pytest.fixture
+def tiny(mnist_small):
+    """Keyword arguments for a tiny, fast training run on real digits."""
+    return dict(dataset="mnist", image_size=32, width=32, batch_size=32, progress=False, data=mnist_small)
