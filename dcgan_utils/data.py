@@ -118,7 +118,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(raw) - offset != int(np.prod(shape)):
         raise DatasetError(f"{path} is truncated: expected {int(np.prod(shape))} bytes of data, found "
                            f"{len(raw) - offset}; delete it and download it again")
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
+    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape).copy()
 
 
 def _find_idx(folder: Path, split: str) -> tuple[Path, Path] | None:
