@@ -4,6 +4,7 @@ One module per idea: ``models`` (the seed architectures), ``data`` (datasets as 
 ``train`` (the training loop and checkpoints), ``plots`` (figures and GIFs), ``cli`` (``python -m dcgan_utils``).
 """
 from .data import DatasetError, ImageData, load_dataset
+from .latent import latent_explorer, latent_walk, lerp, plot_nudges, plot_walks, slerp, walk_images
 from .models import ARCHS, LATENT_DIM, build_models, count_parameters, dcgan_init, layer_table
 from .plots import make_gif, plot_d_outputs, plot_losses, plot_runs, save_grid, show_gif, show_images
 from .train import (Trainer, TrainConfig, generate, load_checkpoint, load_generator, pick_device, save_checkpoint,
@@ -11,8 +12,9 @@ from .train import (Trainer, TrainConfig, generate, load_checkpoint, load_genera
 
 __all__ = [
     "ARCHS", "LATENT_DIM", "DatasetError", "ImageData", "TrainConfig", "Trainer", "build_models",
-    "count_parameters", "dcgan_init", "generate", "layer_table", "load_checkpoint", "load_dataset",
+    "count_parameters", "dcgan_init", "generate", "latent_explorer", "latent_walk", "layer_table", "lerp",
+    "load_checkpoint", "load_dataset",
     "load_generator", "make_gif", "pick_device", "plot_d_outputs", "plot_losses", "plot_runs", "save_checkpoint",
-    "save_grid", "show_gif", "show_images", "train",
+    "plot_nudges", "plot_walks", "save_grid", "show_gif", "show_images", "slerp", "train", "walk_images",
 ]
 __version__ = "0.1.0"
