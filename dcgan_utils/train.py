@@ -252,6 +252,8 @@ class Trainer:
         if config.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision='fp16' needs a CUDA GPU (it uses a GradScaler); use 'bf16' or 'fp32'")
         c = self.config
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every training batch has the same shape: autotune once
 
         torch.manual_seed(c.seed)
         self.data = (data if data is not None else load_dataset(
@@ -523,9 +525,10 @@ class Trainer:
         stats = torch.stack(self._pending).cpu()
         first_step = self.step - len(self._pending) + 1
         self._pending = []
-        finite = bool(torch.isfinite(stats).all())
+        # losses only: a step fp16's GradScaler skips has inf gradient norms but is not a divergence
+        finite = bool(torch.isfinite(stats[:, :2]).all())
         if not finite:
-            bad = int((~torch.isfinite(stats)).any(1).nonzero()[0])
+            bad = int((~torch.isfinite(stats[:, :2])).any(1).nonzero()[0])
             self.history["events"].append({"step": first_step + bad, "kind": "diverged",
                                            "message": "non-finite loss"})
             stats = stats[:bad]
