@@ -24,6 +24,9 @@ SETUP_CELL = NOTEBOOKS_DIR / "_setup_cell.py"
 SANITIZE_CFG = Path(__file__).resolve().parent / "nbval_sanitize.cfg"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 MAX_BYTES = 3 * 1024 * 1024
+# One PyTorch thread per notebook kernel: fast mode's tiny networks gain nothing from a second thread, and when
+# other work shares the cores (pytest itself, a busy CI machine) two spinning threads made steps ~10x slower.
+KERNEL_THREADS = "1"
 REQUIRED_PARAMETERS = ("FAST", "DEVICE", "RUNS_DIR")
 # Absolute local paths that must never be committed: this machine's, a home folder, a temp folder.
 LOCAL_PATH = re.compile(r"(/work/|/tmp/|/home/\w|/root/|/Users/\w|[A-Z]:\\\\Users)")
@@ -98,7 +101,7 @@ def test_cli_exits_nonzero_on_unknown_notebook():
 # ------------------------------------------------------------------------------------------- (a) fast mode run
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=ids)
 def test_notebook_runs_in_fast_mode(notebook, shared_runs_dir, tmp_path):
-    executed = run_notebook(notebook, tmp_path, fast=True, runs_dir=shared_runs_dir)
+    executed = run_notebook(notebook, tmp_path, fast=True, runs_dir=shared_runs_dir, threads=int(KERNEL_THREADS))
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in _code_cells(nb) for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
@@ -112,7 +115,8 @@ def test_committed_outputs_still_match(notebook, shared_runs_dir):
     nb = nbformat.read(notebook, as_version=4)
     if not any("# NBVAL_CHECK_OUTPUT" in c.source for c in _code_cells(nb)):
         pytest.skip(f"{notebook.name} has no # NBVAL_CHECK_OUTPUT cell")
-    env = {**os.environ, "DCGAN_FAST": "1", "DCGAN_RUNS_DIR": str(shared_runs_dir)}
+    env = {**os.environ, "DCGAN_FAST": "1", "DCGAN_RUNS_DIR": str(shared_runs_dir),
+           "OMP_NUM_THREADS": KERNEL_THREADS, "MKL_NUM_THREADS": KERNEL_THREADS}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
            "--nbval-sanitize-with", str(SANITIZE_CFG), "--nbval-current-env", notebook.name]
     result = subprocess.run(cmd, cwd=NOTEBOOKS_DIR, env=env, capture_output=True, text=True)
@@ -122,7 +126,8 @@ def test_committed_outputs_still_match(notebook, shared_runs_dir):
 # ------------------------------------------------------------------------------------------- (c) conventions
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=ids)
 def test_committed_notebook_follows_the_conventions(notebook):
-    assert notebook.stat().st_size < MAX_BYTES, f"{notebook.name} is {notebook.stat().st_size / 2**20:.1f} MB"
+    size = notebook.stat().st_size
+    assert size < MAX_BYTES, f"{notebook.name} is {size / 2**20:.1f} MB: keep figures and GIFs small (< 3 MB)"
     nb = nbformat.read(notebook, as_version=4)
     nbformat.validate(nb)
     code = _code_cells(nb)

@@ -85,11 +85,13 @@ def _environment(values: dict[str, str]):
 
 
 def run_notebook(notebook: Path, out_dir: Path, fast: bool = False, runs_dir: str | Path | None = None,
-                 parameters: dict | None = None, timeout: int | None = None, log_output: bool = False) -> Path:
+                 parameters: dict | None = None, timeout: int | None = None, log_output: bool = False,
+                 threads: int | None = None) -> Path:
     """Execute one notebook with papermill (kernel ``python3``, cwd = its folder) into ``out_dir``.
 
     ``fast`` sets ``DCGAN_FAST=1`` and injects ``FAST=True``; ``runs_dir`` sets ``DCGAN_RUNS_DIR`` (made absolute,
-    since the kernel runs in the notebook's folder). Returns the executed copy; raises :class:`NotebookFailed`.
+    since the kernel runs in the notebook's folder); ``threads`` sets ``OMP_NUM_THREADS`` for the kernel.
+    Returns the executed copy; raises :class:`NotebookFailed`.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -105,6 +107,8 @@ def run_notebook(notebook: Path, out_dir: Path, fast: bool = False, runs_dir: st
         params.setdefault("FAST", True)
     if runs_dir is not None:
         env["DCGAN_RUNS_DIR"] = str(Path(runs_dir).resolve())
+    if threads is not None:  # PyTorch reads it when the kernel imports torch
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     try:
         with _environment(env):
             pm.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
@@ -149,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="fast mode: sets DCGAN_FAST=1 and FAST=True (tiny widths, a few dozen steps)")
     parser.add_argument("--runs-dir", help="where notebooks write their run folders (sets DCGAN_RUNS_DIR; "
                                            "default: notebooks/runs/)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch in each notebook (sets OMP_NUM_THREADS). On a machine whose "
+                             "cores other jobs are using, 1 can be many times faster than the default")
     parser.add_argument("--timeout", type=int, default=None,
                         help="seconds any single cell may run before it counts as failed (default: no limit)")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs to the terminal")
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             run_notebook(notebook, Path(args.out), fast=args.fast, runs_dir=args.runs_dir, timeout=args.timeout,
-                         log_output=args.log_output)
+                         log_output=args.log_output, threads=args.threads)
         except NotebookFailed as err:
             print(f"FAILED after {time.perf_counter() - t0:.0f} s", flush=True)
             print(f"run_notebooks: {err}", file=sys.stderr, flush=True)
