@@ -1,4 +1,4 @@
-"""``python -m dcgan_utils train | sample``: the course's training loop for scripts, CI and headless machines."""
+"""``python -m dcgan_utils train | sample | evaluate``: the course's training loop for scripts, CI and headless machines."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     run.add_argument("--compile", action="store_true", help="torch.compile G and D")
     run.add_argument("--sample-every", type=int, default=0, help="also save the fixed-latent grid every N steps")
+    run.add_argument("--eval-every", type=int, default=0,
+                     help="measure FD/KID/class coverage every N epochs into history.json (mnist, fashion-mnist)")
+    run.add_argument("--eval-num", type=_positive_int, default=1000, help="samples per measurement (default: 1000)")
     run.add_argument("--out", required=True, help="run folder (created; resumed if it has checkpoint.pt)")
     run.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if OUT has a checkpoint")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -96,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="default: cpu")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
     s.add_argument("--out", required=True, help="FILE.npz or FILE.png")
+
+    e = sub.add_parser("evaluate", help="measure a checkpoint's samples (FD, KID, class coverage)",
+                       description="FD and KID in a small classifier's feature space (not comparable with "
+                                   "Inception FID in papers), class coverage and confident share of N samples "
+                                   "vs N real test images, with real-vs-real and noise reference rows. Prints "
+                                   "JSON (or a table with --table).")
+    e.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt (or the run folder)")
+    e.add_argument("--num", type=_positive_int, default=1000, help="samples and real test images (default: 1000)")
+    e.add_argument("--data-dir", help="folder with the IDX files of the real test images")
+    e.add_argument("--source", choices=SOURCES, default="auto", help="where the real test images come from")
+    e.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
+    e.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="default: cpu")
+    e.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
+    e.add_argument("--no-references", dest="references", action="store_false",
+                   help="skip the real-vs-real and noise rows")
+    e.add_argument("--table", action="store_true", help="a readable table instead of JSON")
     return parser
 
 
@@ -133,7 +152,24 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sample": _sample}
+def _evaluate(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+
+    from .evaluate import evaluate_checkpoint, format_result
+    from .train import pick_device
+
+    if args.num < 2:
+        raise ValueError("--num must be at least 2 (100 or more for meaningful numbers)")
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON: data/classifier messages go to stderr
+        result = evaluate_checkpoint(args.checkpoint, num=args.num, seed=args.seed, references=args.references,
+                                     source=args.source, data_dir=args.data_dir, ema=args.ema,
+                                     device=pick_device(args.device))
+    print(format_result(result) if args.table else json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

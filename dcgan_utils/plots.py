@@ -181,3 +181,57 @@ def plot_runs(histories: dict[str, dict], key: str = "loss_d", smooth: int = 20,
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _finish(fig, save_to, show)
+
+
+EVAL_LABELS = {"fd": "FD (classifier features)", "kid": "KID (classifier features)", "classes_present": "classes present",
+               "class_kl": "class KL to uniform", "confident": "confidently classified share"}
+
+
+def plot_eval(histories: dict | dict[str, dict], keys: tuple[str, ...] = ("fd", "classes_present", "confident"),
+              references: dict[str, dict] | None = None, title: str = "", save_to: str | Path | None = None,
+              show: bool = True):
+    """Quality over training: each ``history["eval"]`` metric (Trainer's ``eval_every``) against the epoch.
+
+    ``histories`` is one history or ``{run name: history}``; ``references`` (e.g. ``result["reference"]`` from
+    :func:`dcgan_utils.evaluate_checkpoint`) draws each reference row's value as a dashed line.
+    """
+    plt = _plt()
+    if "eval" in histories:
+        histories = {"": histories}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, history in histories.items():
+            rows = history.get("eval", [])
+            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], "o-", label=name or None)
+        for (ref_name, ref), color in zip((references or {}).items(), ("green", "gray", "black")):
+            ax.axhline(ref[key], ls="--", lw=1, color=color, label=ref_name)
+        ax.set(xlabel="epoch", title=EVAL_LABELS.get(key, key))
+        if key == "fd":  # KID can dip below 0 (unbiased estimate): linear
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save_to, show)
+
+
+def plot_eval_bars(results: dict[str, dict], keys: tuple[str, ...] = ("fd", "classes_present", "confident"),
+                   title: str = "", save_to: str | Path | None = None, show: bool = True):
+    """One bar per named evaluation result (runs and reference rows side by side), one panel per metric."""
+    plt = _plt()
+    names = list(results)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(4.0, 0.55 * len(names) + 1.5) * len(keys) / 1.4, 3.8),
+                             squeeze=False)
+    colors = ["gray" if "noise" in n else "green" if "real" in n else "tab:blue" for n in names]
+    for ax, key in zip(axes[0], keys):
+        values = [results[n][key] for n in names]
+        ax.bar(range(len(names)), values, color=colors)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(EVAL_LABELS.get(key, key))
+        if key == "fd":  # KID can dip below 0 (unbiased estimate): linear
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save_to, show)

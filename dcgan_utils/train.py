@@ -89,6 +89,8 @@ class TrainConfig:
     sample_every: int = 0
     checkpoint_every: int = 1
     collapse_window: int = 300
+    eval_every: int = 0  # epochs between FD/KID/coverage measurements (dcgan_utils.evaluate); 0 = off
+    eval_num: int = 1000  # samples per measurement
     progress: bool = True
 
     def validate(self) -> None:
@@ -113,6 +115,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value} must be positive")
+        if self.eval_every < 0 or self.eval_num < 2:
+            raise ValueError(f"eval_every={self.eval_every} must be >= 0 and eval_num={self.eval_num} >= 2")
+        if self.eval_every and self.dataset not in ("mnist", "fashion-mnist"):
+            raise ValueError(f"eval_every needs a labelled dataset (mnist, fashion-mnist) for its classifier; "
+                             f"dataset={self.dataset!r} has none: use eval_every=0")
         if self.sample_every < 0 or self.checkpoint_every < 1:
             raise ValueError("sample_every must be >= 0 and checkpoint_every >= 1")
 
@@ -303,7 +310,7 @@ class Trainer:
                              "resume=False (CLI: --no-resume) to start over")
         keep = {k: saved[k] for k in saved if k in {f.name for f in fields(TrainConfig)}}
         for k in ("epochs", "max_steps", "max_minutes", "device", "progress", "sample_every", "checkpoint_every",
-                  "compile", "data_dir", "source", "collapse_window"):
+                  "compile", "data_dir", "source", "collapse_window", "eval_every", "eval_num"):
             if k in explicit or k in ("epochs", "max_steps", "max_minutes"):
                 keep[k] = getattr(config, k)
         return TrainConfig(**keep)
@@ -586,10 +593,25 @@ class Trainer:
             values = h[key][(epoch - 1) * spe: epoch * spe]
             h["epoch"][key].append(sum(values) / max(1, len(values)))
         self.save_samples()
+        if self.config.eval_every and epoch % self.config.eval_every == 0:
+            self.evaluate()
         if epoch % self.config.checkpoint_every == 0:
             self.save()
 
     # ----------------------------------------------------------------------------------------------- outputs
+    def evaluate(self, num: int | None = None) -> dict:
+        """FD, KID and class coverage of G's samples now (see dcgan_utils.evaluate), added to history["eval"]."""
+        from .evaluate import evaluate_generator
+
+        c = self.config
+        result = evaluate_generator(self.sampling_generator(), c.dataset, num=num or c.eval_num, seed=c.seed,
+                                    source=c.source, data_dir=c.data_dir, device=self.device)
+        row = {"epoch": round(self.step / self.steps_per_epoch, 3), "step": self.step,
+               **{k: result[k] for k in ("num", "fd", "kid", "classes_present", "class_kl", "confident",
+                                         "class_histogram")}}
+        self.history["eval"].append(row)
+        return row
+
     def sampling_generator(self) -> nn.Module:
         """The generator used for pictures: the EMA copy when ``ema`` is on, else G itself."""
         return self.ema_generator.module if self.ema_generator is not None else self.generator
