@@ -270,7 +270,11 @@ class LatentExplorer:
             slider.value = 0.0
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # What GitHub and static exports show instead of the sliders (the default would be the widget's repr).
+        bundle["text/plain"] = ("LatentExplorer: live sliders (walk t, path, latent dimensions "
+                                f"{list(self.dim_sliders)}); they need a running Jupyter kernel with ipywidgets")
+        return bundle
 
 
 def latent_explorer(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, dims: Sequence[int] = (0, 1, 2, 3),

@@ -156,6 +156,9 @@ def test_explorer_builds_sliders_and_redraws_when_one_moves(G, ends):
     explorer.method.value = "lerp"  # switching the path at mid-walk moves the latent to the straight line
     torch.testing.assert_close(explorer.latent()[:42], lerp(*ends, 0.5)[:42])
 
+    bundle = explorer._repr_mimebundle_()  # displays as the widget, with a readable text fallback
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "LatentExplorer" in bundle["text/plain"]
+
     explorer.reset()
     assert bytes(explorer.image.value) == start
     torch.testing.assert_close(explorer.latent(), ends[0])
