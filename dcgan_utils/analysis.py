@@ -201,9 +201,12 @@ def plot_feature_maps(maps: list[tuple[str, torch.Tensor]], rows: dict[str, int]
         for layer_name, out in maps:
             for c in range(channels):
                 ax = axes[r, c]
-                ax.imshow(out[index, c].numpy(), cmap="viridis")
                 ax.set_xticks([])
                 ax.set_yticks([])
+                if c >= out.shape[1]:  # a narrow layer has fewer channels than asked for
+                    ax.set_axis_off()
+                    continue
+                ax.imshow(out[index, c].numpy(), cmap="viridis")
                 if c == 0:
                     ax.set_ylabel(f"{image_name}\n{layer_name}\n{tuple(out.shape[1:])}", fontsize=7, rotation=0,
                                   ha="right", va="center")
