@@ -122,7 +122,7 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
     """Train the evaluation classifier on the real training images and measure it on the real test images.
 
     Returns the classifier (eval mode, CPU) and an info dict (``test_accuracy``, where the data came from,
-    epochs, seconds). ``epochs=None`` picks 6 for the 9,000-image subset and 2 for a full 60,000-image set.
+    epochs, seconds). ``epochs=None`` picks 6 for the 9,000-image subset and 3 for a full 60,000-image set.
     ``save_to`` writes a file :func:`load_classifier` can read.
     """
     from tqdm.auto import tqdm
@@ -134,7 +134,7 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
     train = load_dataset(dataset, CLASSIFIER_SIZE, data_dir, split="train", source=source)
     test = load_dataset(dataset, CLASSIFIER_SIZE, data_dir, split="test", source=source)
     if epochs is None:
-        epochs = 6 if len(train) <= 20_000 else 2
+        epochs = 6 if len(train) <= 20_000 else 3
     model = SmallClassifier(len(CLASS_NAMES[dataset])).to(device)
     steps = epochs * (len(train) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
