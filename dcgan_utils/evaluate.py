@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -272,8 +273,10 @@ class FeatureDistances:
         identity = _Precomputed(self.extractor.num_features)
         self.fid = FrechetInceptionDistance(feature=identity, reset_real_features=False)
         self.kid_subset_size, self.kid_subsets = kid_subset_size, kid_subsets
-        self.kid = KernelInceptionDistance(feature=identity, reset_real_features=False, subsets=kid_subsets,
-                                           subset_size=min(kid_subset_size, self.num_real))
+        with warnings.catch_warnings():  # its note that features are kept in memory: 1,000 x 64 floats here
+            warnings.filterwarnings("ignore", message=".*will save all extracted features")
+            self.kid = KernelInceptionDistance(feature=identity, reset_real_features=False, subsets=kid_subsets,
+                                               subset_size=min(kid_subset_size, self.num_real))
         self._update(self.features(real), real=True)
 
     @torch.no_grad()
