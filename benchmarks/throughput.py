@@ -253,7 +253,7 @@ def _cpu_peak_rss(config: str, side: str, args) -> float:
     """Peak RSS (MiB) of a fresh process running a few steps of one side only."""
     cmd = [sys.executable, __file__, "--device", "cpu", "--configs", config, "--batch-size", str(args.batch_size),
            "--precision", args.precision, "--ref-workers", str(args.ref_workers), "--threads", str(args.threads),
-           "--_memory-side", side] + (["--channels-last"] if args.channels_last else []) + (
+           "--memory-steps", str(args.memory_steps), "--_memory-side", side] + (["--channels-last"] if args.channels_last else []) + (
               ["--compile"] if args.compile else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
@@ -261,7 +261,7 @@ def _cpu_peak_rss(config: str, side: str, args) -> float:
 
 def _memory_side(args) -> None:
     loop = build(args.configs[0], torch.device("cpu"), args, sides=(args._memory_side,))[args._memory_side]
-    _timed(loop, 3, torch.device("cpu"))
+    _timed(loop, args.memory_steps, torch.device("cpu"))
     print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1)}))
 
 
@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
                    help="reference DataLoader workers (default 0: on 2 cores, workers compete with training)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-RSS subprocesses")
+    p.add_argument("--memory-steps", type=int, default=3, help="steps of each CPU peak-RSS process (default: 3)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of both loops")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--_memory-side", dest="_memory_side", choices=("ref", "ours"), help=argparse.SUPPRESS)
