@@ -1,14 +1,15 @@
 """dcgan_utils: the small package behind the DCGAN course notebooks.
 
 One module per idea: ``models`` (the seed architectures), ``data`` (datasets as resident tensors),
-``train`` (the training loop and checkpoints), ``plots`` (figures and GIFs), ``evaluate`` (FD/KID/class coverage of samples),
-``cli`` (``python -m dcgan_utils``).
+``train`` (the training loop and checkpoints), ``plots`` (figures and GIFs), ``evaluate`` (FD/KID/class
+coverage of samples), ``analysis`` (inside a trained GAN), ``cli`` (``python -m dcgan_utils``).
 """
 from .data import DatasetError, ImageData, load_dataset
 from .latent import latent_explorer, latent_walk, lerp, plot_nudges, plot_walks, slerp, walk_images
 from .evaluate import evaluate_checkpoint, evaluate_generator, evaluate_images, load_classifier
 from .models import ARCHS, LATENT_DIM, build_models, count_parameters, dcgan_init, layer_table
-from .plots import plot_eval, plot_eval_bars, make_gif, plot_d_outputs, plot_losses, plot_runs, save_grid, show_gif, show_images
+from .plots import (make_gif, plot_d_outputs, plot_eval, plot_eval_bars, plot_losses, plot_runs, save_grid, show_gif,
+                    show_images)
 from .train import (Trainer, TrainConfig, generate, load_checkpoint, load_generator, pick_device, save_checkpoint,
                     train)
 

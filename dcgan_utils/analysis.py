@@ -157,7 +157,8 @@ def embed(images: torch.Tensor, space: str = "pixel", classifier: SmallClassifie
 
 @torch.no_grad()
 def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, space: str = "pixel",
-                       classifier: SmallClassifier | None = None, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                       classifier: SmallClassifier | None = None,
+                       chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """For each query image, the Euclidean distance to and index of its nearest image in ``reference``."""
     q, r = embed(queries, space, classifier), embed(reference, space, classifier)
     dists, idxs = [], []

@@ -183,7 +183,8 @@ def plot_runs(histories: dict[str, dict], key: str = "loss_d", smooth: int = 20,
     return _finish(fig, save_to, show)
 
 
-EVAL_LABELS = {"fd": "FD (classifier features)", "kid": "KID (classifier features)", "classes_present": "classes present",
+EVAL_LABELS = {"fd": "FD (classifier features)", "kid": "KID (classifier features)",
+               "classes_present": "classes present",
                "class_kl": "class KL to uniform", "confident": "confidently classified share"}
 
 
