@@ -363,7 +363,7 @@ def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bo
         images, num = images[:len(test)], len(test)
     distances = _distances_for(dataset, num, source, data_dir)
     result = {"dataset": dataset, "image_size": int(images.shape[-1]), **measure(images, distances, classifier),
-              "classifier_accuracy": info["test_accuracy"], "real_set": f"{num} real test images ({test.source})"}
+              "classifier_accuracy": info["test_accuracy"], "real_set": f"{num} real test images ({test.source.split(' in /')[0]})"}
     if references:
         real_train = _real_sets(dataset, num, int(images.shape[-1]), source, data_dir)[1].batch(slice(None))
         noise = noise_images(num, int(images.shape[-1]), images.shape[1], seed=seed)

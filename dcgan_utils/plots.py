@@ -235,4 +235,8 @@ def plot_eval_bars(results: dict[str, dict], keys: tuple[str, ...] = ("fd", "cla
         ax.grid(alpha=0.3, axis="y")
     if title:
         fig.suptitle(title)
-    return _finish(fig, save_to, show)
+    import warnings
+
+    with warnings.catch_warnings():  # long run names can defeat tight_layout; the figure is still readable
+        warnings.simplefilter("ignore", UserWarning)
+        return _finish(fig, save_to, show)
