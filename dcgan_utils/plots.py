@@ -1,7 +1,8 @@
 """Pictures of a run: loss curves (G red, D blue, as in seed 000), D's outputs, image grids and the training GIF.
 
-Every function draws a matplotlib figure and returns it; ``save_to`` writes a PNG, and ``show`` displays it
-inline in a notebook.
+Every function draws a matplotlib figure; ``save_to`` writes a PNG. In a notebook, ``show=True`` (the default)
+displays it inline and returns None, so that a cell ending in a plot call draws it once; with ``show=False``
+(or outside a notebook) the figure is returned for further use.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def _finish(fig, save_to: str | Path | None, show: bool):
         fig.savefig(save_to, dpi=100)
     if show and _in_notebook():
         plt.show()
-    else:
-        plt.close(fig)
+        return None
+    plt.close(fig)
     return fig
 
 
@@ -155,12 +156,10 @@ def make_gif(run_dir: str | Path, path: str | Path | None = None, seconds_per_fr
 
 
 def show_gif(path: str | Path, width: int = 300):
-    """Display a GIF inline in a notebook (and return the IPython object)."""
+    """Display a GIF inline in a notebook."""
     from IPython.display import Image, display
 
-    image = Image(filename=str(path), width=width)
-    display(image)
-    return image
+    display(Image(filename=str(path), width=width))
 
 
 def plot_runs(histories: dict[str, dict], key: str = "loss_d", smooth: int = 20, title: str = "",
