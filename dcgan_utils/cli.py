@@ -61,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="upsample G without its first BatchNorm (seed 004 ablation)")
     net.add_argument("--dropout", type=float, default=0.25, help="upsample D's Dropout2d (0 = off; default 0.25)")
     net.add_argument("--spectral-norm", action="store_true", help="spectral normalisation on D's weights")
-    net.add_argument("--init", choices=("dcgan", "pytorch"), default="dcgan",
-                     help="dcgan: N(0, 0.02) as in the paper; pytorch: PyTorch's defaults (default: dcgan)")
+    net.add_argument("--init", choices=("dcgan", "pytorch"),
+                     help="dcgan: N(0, 0.02) as in the paper; pytorch: PyTorch's defaults (default: dcgan, "
+                          "or pytorch with --seed-settings)")
+    net.add_argument("--seed-settings", dest="recipe", action="store_const", const="seed", default="course",
+                     help="seed 000's code exactly as it ran (PyTorch's default init), which fails on 64x64 "
+                          "MNIST (notebook 09); explicit options still win")
     opt = t.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=_positive_int, help="batch size (default 128; 64 in the CPU profile)")
     opt.add_argument("--lr", type=_positive_float, default=2e-4, help="learning rate (default: 2e-4)")

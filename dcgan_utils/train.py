@@ -34,13 +34,23 @@ CPU_PROFILES: dict[tuple[str, int], dict] = {
     # 32x32 (MNIST, FashionMNIST): 1,800 steps (5.9 CPU-minutes of one core) give all ten digits, FD 3.1 vs the
     # seed code's 210 in the same budget (docs/performance.md, "The CPU profile")
     ("dcgan", 32): {"width": 128, "batch_size": 64},
-    ("dcgan", 64): {"width": 128, "batch_size": 64},
+    # 64x64: notebook 09. A narrow G needs a faster learning rate than D's to paint MNIST's black background
+    # before D has won; 560 steps ~ 10 minutes of a quiet 2-core CPU (1.05 CPU-seconds per step, measured).
+    ("dcgan", 64): {"width": 64, "batch_size": 64, "lr": 8e-4, "lr_d": 2e-4, "max_steps": 560},
     ("transposed", 32): {"width": 128, "batch_size": 64},
     ("transposed", 64): {"width": 128, "batch_size": 64},
     ("upsample", 32): {"width": 64, "batch_size": 64},
     ("upsample", 64): {"width": 64, "batch_size": 64},
     ("upsample_conv", 32): {"width": 128, "batch_size": 64},
     ("upsample_conv", 64): {"width": 128, "batch_size": 64},
+}
+
+# What ``TrainConfig.recipe`` fills in for the settings left at None. "course": the DCGAN paper's init (and, on a
+# CPU, the profile's learning rates); "seed": seed 000's code exactly as it ran (PyTorch's default init, Adam 2e-4
+# for both networks), kept one flag away (CLI: --seed-settings) to reproduce its 64x64 MNIST failure (notebook 09).
+RECIPES: dict[str, dict] = {
+    "course": {"init": "dcgan"},
+    "seed": {"init": "pytorch"},
 }
 
 # Fields that define the networks and the data: a checkpoint can only be resumed with the same values.
@@ -67,7 +77,8 @@ class TrainConfig:
     first_batchnorm: bool = True
     dropout: float = 0.25
     spectral_norm: bool = False
-    init: str = "dcgan"
+    init: str | None = None  # None: the recipe's ("dcgan" in the course, "pytorch" in the seed)
+    recipe: str = "course"  # "course" or "seed": see RECIPES
     latent_dim: int = LATENT_DIM
     # optimisation
     batch_size: int | None = None
@@ -97,6 +108,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and what would be accepted."""
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe={self.recipe!r}: use one of {', '.join(map(repr, RECIPES))}")
+        if self.init not in (None, "dcgan", "pytorch"):
+            raise ValueError(f"init={self.init!r}: use 'dcgan', 'pytorch' or None (the recipe's)")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision={self.precision!r}: use 'fp32', 'bf16' or 'fp16'")
         if self.batch_size is not None and self.batch_size < 2:
@@ -150,14 +165,26 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
     Returns the filled config and a sentence announcing the CPU profile (or None).
     """
     config = dataclasses.replace(config)
+    for name, value in RECIPES[config.recipe].items():  # the recipe only fills what was left unset
+        if getattr(config, name) is None:
+            setattr(config, name, value)
     note = None
     profile = CPU_PROFILES.get((config.arch, config.image_size))
     if device.type == "cpu" and profile and config.width is None and config.g_width is None and config.d_width is None:
         config.width = profile["width"]
         if config.batch_size is None:
             config.batch_size = profile["batch_size"]
-        note = (f"CPU profile: no GPU and no width set, so this run uses width={config.width} and batch size "
-                f"{config.batch_size} (the seed's {config.arch} network is too slow for a CPU). "
+        extra = ""
+        # A profile may also set the learning rates its narrow networks need (the course recipe only, and only
+        # if none was chosen) and how long a CPU run should be (if no budget was chosen).
+        if "lr" in profile and config.recipe == "course" and config.lr == TrainConfig.lr and config.lr_d is None:
+            config.lr, config.lr_d = profile["lr"], profile.get("lr_d")
+            extra += f", G learning rate {config.lr:g}" + (f" and D's {config.lr_d:g}" if config.lr_d else "")
+        if "max_steps" in profile and config.epochs is None and config.max_steps is None and config.max_minutes is None:
+            config.max_steps = profile["max_steps"]
+            extra += f", {config.max_steps} steps"
+        note = (f"CPU profile: no GPU and no width set, so this run uses width={config.width}, batch size "
+                f"{config.batch_size}{extra} (the seed's {config.arch} network is too slow for a CPU). "
                 "Set width to override.")
     if config.batch_size is None:
         config.batch_size = 128
@@ -409,6 +436,8 @@ class Trainer:
             return images
         if self.total_steps:
             sigma *= max(0.0, 1 - self.step / self.total_steps)
+        elif self.config.max_minutes:  # a time budget: anneal over the planned minutes instead
+            sigma *= max(0.0, 1 - self.elapsed_seconds / (self.config.max_minutes * 60))
         return images + sigma * torch.randn_like(images)
 
     def train_step(self, real: torch.Tensor) -> torch.Tensor:
