@@ -330,7 +330,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- state
     def _merge_resumed_config(self, config: TrainConfig, saved: dict) -> TrainConfig:
-        """Resume with the saved networks; only budgets, device and logging may change."""
+        """Resume with the saved networks; settings that do not define them (budgets, device, lr) may change."""
         explicit = {f.name for f in fields(TrainConfig) if getattr(config, f.name) != getattr(TrainConfig(), f.name)}
         clashes = [k for k in _MODEL_FIELDS if k in explicit and saved.get(k) != getattr(config, k)]
         if clashes:
@@ -338,10 +338,10 @@ class Trainer:
             raise ValueError(f"{self.checkpoint_path} was trained with {diffs}. Use another output folder, or "
                              "resume=False (CLI: --no-resume) to start over")
         keep = {k: saved[k] for k in saved if k in {f.name for f in fields(TrainConfig)}}
-        for k in ("epochs", "max_steps", "max_minutes", "device", "progress", "sample_every", "checkpoint_every",
-                  "compile", "data_dir", "source", "collapse_window", "eval_every", "eval_num"):
-            if k in explicit or k in ("epochs", "max_steps", "max_minutes"):
-                keep[k] = getattr(config, k)
+        # Budgets always come from the new call (a larger budget finishes the same run); any other setting
+        # that does not define the networks (device, precision, learning rates, logging) may be changed.
+        for k in explicit.union(("epochs", "max_steps", "max_minutes")).difference(_MODEL_FIELDS):
+            keep[k] = getattr(config, k)
         return TrainConfig(**keep)
 
     def state_dict(self) -> dict:
@@ -507,8 +507,7 @@ class Trainer:
         self.status = "interrupted" if self.stop_requested else "finished"
         if self.stop_requested:
             print(f"Stopped at step {self.step}: checkpoint saved in {self.checkpoint_path}; run again to resume.")
-        if not self.history["samples"] or self.history["samples"][-1]["step"] != self.step:
-            self.save_samples()
+        self.save_samples()
         self.save()
         self.elapsed, self._started = self.elapsed_seconds, None
         self.write_outputs()
@@ -662,6 +661,8 @@ class Trainer:
         from .plots import save_grid
 
         path = self.out_dir / "frames" / f"step_{self.step:07d}.png"
+        if self.history["samples"] and self.history["samples"][-1]["step"] == self.step:
+            return path  # already drawn at this step (sample_every and the epoch end coincide)
         save_grid(self.fixed_samples(), path, nrow=4)
         self.history["samples"].append({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3),
                                         "file": str(path.relative_to(self.out_dir))})
