@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .evaluate import ClassifierFeatures, SmallClassifier, classify
+from .evaluate import CONFIDENT, ClassifierFeatures, SmallClassifier, classify
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,8 @@ class LatentPool:
     confidence: torch.Tensor
     ink: torch.Tensor
 
-    def choose(self, label: int, attribute: str = "any", k: int = 3, min_confidence: float = 0.9) -> torch.Tensor:
+    def choose(self, label: int, attribute: str = "any", k: int = 3,
+               min_confidence: float = CONFIDENT) -> torch.Tensor:
         """Indexes of ``k`` confidently-``label`` samples: the thickest (``"thick"``), thinnest (``"thin"``) or most
         confident (``"any"``) of them."""
         candidates = ((self.label == label) & (self.confidence >= min_confidence)).nonzero().flatten()

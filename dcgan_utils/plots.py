@@ -221,10 +221,13 @@ def plot_eval_bars(results: dict[str, dict], keys: tuple[str, ...] = ("fd", "cla
     """One bar per named evaluation result (runs and reference rows side by side), one panel per metric."""
     plt = _plt()
     names = list(results)
-    fig, axes = plt.subplots(1, len(keys), figsize=(max(4.0, 0.55 * len(names) + 1.5) * len(keys) / 1.4, 3.8),
+    cols = min(2, len(keys))  # two panels a row, tall enough for long run names under the bars
+    rows = (len(keys) + cols - 1) // cols
+    label_room = 0.075 * max(len(n) for n in names)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(5.0, 0.45 * len(names) + 1.5) * cols, (2.6 + label_room) * rows),
                              squeeze=False)
     colors = ["gray" if "noise" in n else "green" if "real" in n else "tab:blue" for n in names]
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes.flat, keys):
         values = [results[n][key] for n in names]
         ax.bar(range(len(names)), values, color=colors)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
@@ -232,6 +235,8 @@ def plot_eval_bars(results: dict[str, dict], keys: tuple[str, ...] = ("fd", "cla
         if key == "fd":  # KID can dip below 0 (unbiased estimate): linear
             ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
+    for ax in axes.flat[len(keys):]:
+        ax.set_axis_off()
     if title:
         fig.suptitle(title)
     import warnings
