@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .evaluate import CONFIDENT, ClassifierFeatures, SmallClassifier, classify
+from .train import generate_from
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
@@ -50,23 +51,13 @@ def latent_pool(generator: nn.Module, classifier: SmallClassifier, num: int = 20
     """Draw ``num`` latents, generate them, and measure each sample (class, confidence, ink)."""
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(num, generator.latent_dim, 1, 1, generator=rng)
-    images = _images_for(generator, z)
+    images = generate_from(generator, z)
     probs = classify(images, classifier)
     confidence, label = probs.max(1)
     return LatentPool(z, images, label, confidence, ink(images))
 
 
 @torch.no_grad()
-def _images_for(generator: nn.Module, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """G's images (CPU, [-1, 1]) for given latents, in eval mode."""
-    device = next(generator.parameters()).device
-    was_training = generator.training
-    generator.eval()
-    out = torch.cat([generator(z[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(z), batch_size)])
-    generator.train(was_training)
-    return out
-
-
 @torch.no_grad()
 def vector_arithmetic(generator: nn.Module, z_a: torch.Tensor, z_b: torch.Tensor, z_c: torch.Tensor,
                       variations: int = 8, jitter: float = 0.25, seed: int = 0) -> dict:
@@ -80,7 +71,7 @@ def vector_arithmetic(generator: nn.Module, z_a: torch.Tensor, z_b: torch.Tensor
     rng = torch.Generator().manual_seed(seed)
     noise = (torch.rand(variations, *z.shape, generator=rng) * 2 - 1) * jitter
     noise[0] = 0
-    return {"means": _images_for(generator, means), "z": z, "results": _images_for(generator, z + noise)}
+    return {"means": generate_from(generator, means), "z": z, "results": generate_from(generator, z + noise)}
 
 
 # --------------------------------------------------------------------------------------------- inside D

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .plots import _finish, _plt, grid_image
+from .train import generate_from
 
 METHODS = ("lerp", "slerp")
 
@@ -85,21 +86,6 @@ def latent_walk(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10, method: str
     interpolate = lerp if method == "lerp" else slerp
     path = interpolate(z0, z1, torch.linspace(0, 1, steps))
     return path[:, :, None, None]
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-@torch.no_grad()
-def generate_from(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """G's images for latents ``z`` ((N, D) or (N, D, 1, 1)), in eval mode, as float (N, C, H, W) on the CPU."""
-    was_training = G.training
-    G.eval()  # BatchNorm's running statistics: an image must not depend on the rest of the batch
-    try:
-        return G(z.reshape(z.shape[0], -1, 1, 1).to(_device_of(G))).float().cpu()
-    finally:
-        G.train(was_training)
 
 
 def walk_images(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10,

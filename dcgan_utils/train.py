@@ -251,17 +251,30 @@ def _model_kwargs(config: dict, channels: int) -> dict:
 
 
 @torch.no_grad()
+def generate_from(generator: nn.Module, z: torch.Tensor, device: str | torch.device | None = None,
+                  batch_size: int = 256) -> torch.Tensor:
+    """G's images for latents ``z`` ((N, D) or (N, D, 1, 1)) as float32 (N, C, H, W) in [-1, 1] on the CPU.
+
+    G runs in eval mode, so BatchNorm uses its running statistics and an image does not depend on the rest of
+    the batch.
+    """
+    device = device or next(generator.parameters()).device
+    z = z.reshape(z.shape[0], -1, 1, 1)
+    was_training = generator.training
+    generator.eval()
+    try:
+        return torch.cat([generator(z[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, z.shape[0], batch_size)])
+    finally:
+        generator.train(was_training)
+
+
 def generate(generator: nn.Module, num: int, seed: int | None = None, device: str | torch.device | None = None,
              batch_size: int = 256) -> torch.Tensor:
     """``num`` images in [-1, 1] as float32 (N, C, H, W) on the CPU, from fresh latents (seeded if ``seed``)."""
-    device = device or next(generator.parameters()).device
     rng = torch.Generator().manual_seed(seed) if seed is not None else None
     z = torch.randn(num, generator.latent_dim, 1, 1, generator=rng)
-    was_training = generator.training
-    generator.eval()
-    out = torch.cat([generator(z[i:i + batch_size].to(device)).float().cpu() for i in range(0, num, batch_size)])
-    generator.train(was_training)
-    return out
+    return generate_from(generator, z, device=device, batch_size=batch_size)
 
 
 class Trainer:
@@ -646,15 +659,9 @@ class Trainer:
         """The generator used for pictures: the EMA copy when ``ema`` is on, else G itself."""
         return self.ema_generator.module if self.ema_generator is not None else self.generator
 
-    @torch.no_grad()
     def fixed_samples(self) -> torch.Tensor:
         """G's images for the fixed (16, 100, 1, 1) latent batch, in [-1, 1], on the CPU."""
-        G = self.sampling_generator()
-        was_training = G.training
-        G.eval()
-        images = G(self.fixed_noise.to(self.device)).float().cpu()
-        G.train(was_training)
-        return images
+        return generate_from(self.sampling_generator(), self.fixed_noise, device=self.device)
 
     def save_samples(self) -> Path:
         """Save the fixed-latent grid as ``frames/step_XXXXXX.png`` (the GIF's frames)."""
