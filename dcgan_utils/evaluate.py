@@ -417,7 +417,7 @@ def results_table(rows: dict[str, dict]) -> str:
 
 def format_result(result: dict) -> str:
     """A readable summary of :func:`evaluate_checkpoint`'s result: the run and its reference rows."""
-    rows = {"generated": result, **{f"real train (reference)" if k == "real" else f"{k} (reference)": v
+    rows = {"generated": result, **{"real train (reference)" if k == "real" else f"{k} (reference)": v
                                     for k, v in result.get("reference", {}).items()}}
     names = CLASS_NAMES.get(result["dataset"], [])
     hist = ", ".join(f"{n}: {h:.0%}" for n, h in zip(names, result["class_histogram"]))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageData, load_dataset, to_uint8
+from .data import ImageData, load_dataset
 from .models import LATENT_DIM, build_models
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -3,7 +3,6 @@
 The tests load these modules' weights into dcgan_utils' models to prove the course builds exactly the seeds'
 networks. Only the class wrappers (and the forward of the seed 004 fragments) are added.
 """
-import torch
 from torch import nn
 
 
