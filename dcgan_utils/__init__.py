@@ -11,11 +11,11 @@ from .evaluate import evaluate_checkpoint, evaluate_generator, evaluate_images, 
 from .models import ARCHS, LATENT_DIM, build_models, count_parameters, dcgan_init, layer_table
 from .plots import (make_gif, plot_d_outputs, plot_eval, plot_eval_bars, plot_losses, plot_runs, save_grid, show_gif,
                     show_images)
-from .train import (Trainer, TrainConfig, generate, generate_from, load_checkpoint, load_generator, pick_device,
-                    save_checkpoint, train)
+from .train import (Trainer, TrainConfig, d_won, generate, generate_from, load_checkpoint, load_generator,
+                    pick_device, save_checkpoint, train)
 
 __all__ = [
-    "ARCHS", "build_models", "count_parameters", "DatasetError", "dcgan_init", "evaluate_checkpoint",
+    "ARCHS", "build_models", "count_parameters", "d_won", "DatasetError", "dcgan_init", "evaluate_checkpoint",
     "evaluate_generator", "evaluate_images", "generate", "generate_from", "ImageData", "LATENT_DIM",
     "latent_explorer", "latent_walk", "layer_table", "lerp", "load_checkpoint", "load_classifier",
     "load_dataset", "load_generator", "make_gif", "pick_device", "plot_d_outputs", "plot_eval",

@@ -130,7 +130,7 @@ def test_collapse_warning_names_fixes(tmp_path, tiny, capsys):
     trainer.step = 100
     trainer._check_collapse()
     out = capsys.readouterr().out
-    assert "D is winning" in out and "label_smoothing" in out and "lr_d" in out
+    assert "D is winning" in out and "lr_d=2e-4" in out and "--lr 8e-4 --lr-d 2e-4" in out
     assert h["events"][-1]["kind"] == "collapse-warning"
     h["loss_d"] = [0.7] * 100  # a healthy game: no warning
     trainer.step, trainer._collapse_warned_at = 400, -10 ** 9

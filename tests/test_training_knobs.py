@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcgan_utils import Trainer, build_models
+from dcgan_utils import Trainer, build_models, d_won
 from dcgan_utils.cli import build_parser
 from dcgan_utils.train import TrainConfig, resolve_config
 
@@ -168,3 +168,18 @@ def test_cpu_profile_64_gives_the_course_recipe_and_keeps_the_seed_one_flag_away
     assert (gpu.width, gpu.lr, gpu.lr_d) == (None, 2e-4, None)
     small, _ = resolve_config(TrainConfig(image_size=32), cpu)  # 32x32 is untouched by the 64x64 fix
     assert (small.lr, small.lr_d, small.init) == (2e-4, None, "dcgan")
+
+
+def test_d_won_finds_the_span_where_d_had_won_and_whether_g_escaped():
+    # D(G(z)) at 0.4 for 100 steps, ~0 for 200 (D has won), then 0.3 again: G escaped at step 300
+    d_fake = [0.4] * 100 + [0.001] * 200 + [0.3] * 100
+    history = {"step": list(range(1, 401)), "d_fake": d_fake}
+    won = d_won(history, window=50, threshold=0.05)
+    assert not won["at_end"] and 0.3 < won["share"] < 0.5
+    assert 100 < won["first_step"] < 150 and 300 <= won["last_step"] < 310
+    stuck = d_won({"step": history["step"], "d_fake": [0.4] * 100 + [0.001] * 300}, window=50)
+    assert stuck["at_end"] and stuck["last_step"] == 400
+    healthy = d_won({"step": history["step"], "d_fake": [0.3] * 400})
+    assert healthy == {"share": 0.0, "first_step": None, "last_step": None, "at_end": False}
+    with pytest.raises(ValueError, match="threshold"):
+        d_won(history, threshold=1.5)
