@@ -6,6 +6,7 @@ displays it inline and returns None, so that a cell ending in a plot call draws 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -239,8 +240,6 @@ def plot_eval_bars(results: dict[str, dict], keys: tuple[str, ...] = ("fd", "cla
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    import warnings
-
     with warnings.catch_warnings():  # long run names can defeat tight_layout; the figure is still readable
         warnings.simplefilter("ignore", UserWarning)
         return _finish(fig, save_to, show)

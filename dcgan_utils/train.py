@@ -696,7 +696,8 @@ def d_won(history: dict, window: int = 50, threshold: float = 0.05) -> dict:
     """When D had won: the steps where D(G(z)), averaged over the last ``window`` steps, was below ``threshold``.
 
     Returns ``share`` (of the run's steps), ``first_step`` and ``last_step`` (None if D never won) and ``at_end``
-    (D still winning at the run's last step): a run that escaped has ``last_step`` well before its end.
+    (D still winning at the run's last step): a run that escaped has ``last_step`` well before its end. It reads
+    a finished history; the trainer's live collapse warning (``collapse_window``) also needs G's loss rising.
     """
     d_fake, steps = history["d_fake"], history["step"]
     if window < 1 or not 0 < threshold < 1:
