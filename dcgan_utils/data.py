@@ -54,7 +54,7 @@ class ImageData:
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
-    source: str
+    origin: str  # where the images came from, in words (e.g. 'shipped subset mnist_subset.npz')
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -73,7 +73,7 @@ class ImageData:
 
     def to(self, device: torch.device | str) -> "ImageData":
         labels = None if self.labels is None else self.labels.to(device)
-        return ImageData(self.images.to(device), labels, self.name, self.source)
+        return ImageData(self.images.to(device), labels, self.name, self.origin)
 
     def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Images at ``index`` as float32 in [-1, 1]: the only per-step data work."""
@@ -81,12 +81,7 @@ class ImageData:
 
     def __repr__(self) -> str:
         return (f"ImageData({self.name}: {len(self)} images, {self.channels}x{self.image_size}x{self.image_size}, "
-                f"{self.images.dtype} on {self.images.device}; from {self.source})")
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats to uint8 [0, 255]."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                f"{self.images.dtype} on {self.images.device}; from {self.origin})")
 
 
 def resize_uint8(images: torch.Tensor, image_size: int, chunk: int = 4096) -> torch.Tensor:

@@ -159,7 +159,7 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
     model = model.cpu().eval()
     accuracy = classifier_accuracy(model, test)
     info = {"dataset": dataset, "test_accuracy": round(accuracy, 4), "train_images": len(train),
-            "test_images": len(test), "train_source": train.source.split(" in /")[0], "epochs": epochs,
+            "test_images": len(test), "train_source": train.origin.split(" in /")[0], "epochs": epochs,
             "seed": seed, "seconds": round(time.perf_counter() - started, 1)}
     if save_to is not None:
         path = Path(save_to)
@@ -363,7 +363,7 @@ def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bo
         images, num = images[:len(test)], len(test)
     distances = _distances_for(dataset, num, source, data_dir)
     result = {"dataset": dataset, "image_size": int(images.shape[-1]), **measure(images, distances, classifier),
-              "classifier_accuracy": info["test_accuracy"], "real_set": f"{num} real test images ({test.source.split(' in /')[0]})"}
+              "classifier_accuracy": info["test_accuracy"], "real_set": f"{num} real test images ({test.origin.split(' in /')[0]})"}
     if references:
         real_train = _real_sets(dataset, num, int(images.shape[-1]), source, data_dir)[1].batch(slice(None))
         noise = noise_images(num, int(images.shape[-1]), images.shape[1], seed=seed)
@@ -425,7 +425,3 @@ def format_result(result: dict) -> str:
             f"{result['classifier_accuracy']:.2%}\n{results_table(rows)}\nclass histogram of the samples: {hist}\n"
             "FD/KID: classifier features, lower is better; not comparable with Inception FID in papers.")
 
-
-def kl_uniform_max(num_classes: int = 10) -> float:
-    """The largest possible ``class_kl``: every sample in one class (log K)."""
-    return math.log(num_classes)

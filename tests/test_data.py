@@ -57,7 +57,7 @@ def test_idx_folder_gzipped_or_not(tmp_path, gz, layout):
     _write_idx(folder, "train", images, labels, gz)
     data = load_dataset("mnist", 32, data_dir=tmp_path)
     assert len(data) == 20 and data.labels.tolist() == labels.tolist()
-    assert "IDX files" in data.source
+    assert "IDX files" in data.origin
     with pytest.raises(DatasetError, match="No test IDX files"):
         load_dataset("mnist", 32, data_dir=tmp_path, split="test")
 
@@ -100,7 +100,7 @@ def test_auto_falls_back_to_the_subset_when_offline(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(data_module, "_load_idx", lambda *args: None)  # as if no full copy were on disk
     monkeypatch.setattr(datasets, "MNIST", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("offline")))
     data = load_dataset("mnist", 32, source="auto", limit=10)
-    assert "shipped subset" in data.source and len(data) == 10
+    assert "shipped subset" in data.origin and len(data) == 10
     assert "Using the real subset shipped in data/" in capsys.readouterr().out
 
 
