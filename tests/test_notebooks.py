@@ -133,7 +133,7 @@ def test_committed_notebook_follows_the_conventions(notebook):
     code = _code_cells(nb)
     assert nb.cells[0].cell_type == "markdown", "cell 1 must be the markdown introduction"
     assert code and code[0].source.strip() == SETUP_CELL.read_text().strip(), \
-        "the first code cell must be exactly notebooks/_setup_cell.py"
+        "the first code cell must be exactly notebooks/_setup_cell.py (python tests/test_colab_setup.py copies it)"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one code cell tagged 'parameters'"
     assert code.index(tagged[0]) == 1, "the parameters cell is the second code cell"
