@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .evaluate import CONFIDENT, ClassifierFeatures, SmallClassifier, classify
-from .train import generate_from
+from .sampling import generate_from, seeded_latents
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
@@ -49,15 +49,13 @@ class LatentPool:
 @torch.no_grad()
 def latent_pool(generator: nn.Module, classifier: SmallClassifier, num: int = 2000, seed: int = 0) -> LatentPool:
     """Draw ``num`` latents, generate them, and measure each sample (class, confidence, ink)."""
-    rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(num, generator.latent_dim, 1, 1, generator=rng)
+    z = seeded_latents(num, seed, generator.latent_dim)
     images = generate_from(generator, z)
     probs = classify(images, classifier)
     confidence, label = probs.max(1)
     return LatentPool(z, images, label, confidence, ink(images))
 
 
-@torch.no_grad()
 @torch.no_grad()
 def vector_arithmetic(generator: nn.Module, z_a: torch.Tensor, z_b: torch.Tensor, z_c: torch.Tensor,
                       variations: int = 8, jitter: float = 0.25, seed: int = 0) -> dict:
@@ -75,20 +73,6 @@ def vector_arithmetic(generator: nn.Module, z_a: torch.Tensor, z_b: torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------- inside D
-def load_models(path, device: str | torch.device = "cpu", ema: bool = True) -> tuple[nn.Module, nn.Module, dict]:
-    """Both networks of a run's checkpoint (eval mode) and its config: G (its EMA weights if kept) and D."""
-    from .models import build_models
-    from .train import load_checkpoint, load_generator
-
-    generator, config = load_generator(path, device=device, ema=ema)
-    state = load_checkpoint(path, map_location=device)
-    keys = ("arch", "image_size", "width", "g_width", "d_width", "bn_eps", "first_batchnorm", "dropout",
-            "spectral_norm", "init", "latent_dim")
-    _, discriminator = build_models(**{k: config[k] for k in keys}, channels=state["channels"])
-    discriminator.load_state_dict(state["discriminator"])
-    return generator, discriminator.to(device).eval(), config
-
-
 def _conv_layers(discriminator: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in discriminator.named_modules() if isinstance(m, nn.Conv2d)]
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .data import DATASETS, SOURCES, DatasetError
-from .models import ARCHS
+from .checkpoint import DiskFullError
+from .config import DEVICES, TrainConfig, pick_device
+from .data import SOURCES, DatasetError
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -33,6 +35,46 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+# TrainConfig fields that must be positive (checked by argparse for a one-line error naming the flag)
+_POSITIVE = {"epochs", "max_steps", "limit", "width", "g_width", "d_width", "batch_size", "eval_num", "latent_dim",
+             "checkpoint_every", "collapse_window", "lr", "lr_d", "bn_eps", "max_minutes"}
+_GROUPS = {"dataset": "data", "arch": "networks", "batch_size": "optimisation",
+           "epochs": "budget (whole run; the first reached stops it; none given: 5 epochs)", "seed": "run"}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, with its help, choices and default from the dataclass (defaults live
+    there only). A flag not given parses as None, so 'not typed' never means 'typed the default'."""
+    group = parser
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in _GROUPS:
+            group = parser.add_argument_group(_GROUPS[f.name])
+        default = getattr(defaults, f.name)
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
+        if f.type in ("bool", "bool | None") or isinstance(default, bool):
+            if default is True:
+                group.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
+                                   const=False, help=f"turn off: {text}")
+            else:
+                group.add_argument(flag, dest=f.name, action="store_const", const=True, help=text)
+            continue
+        kind = {"int": int, "float": float}.get(f.type.split(" |")[0], str)
+        if f.name in _POSITIVE:
+            kind = _positive_int if kind is int else _positive_float if kind is float else kind
+        elif kind is float:
+            kind = _finite_float
+        shown = "" if default is None else f" (default: {default})"
+        group.add_argument(flag, dest=f.name, type=kind, choices=f.metadata.get("choices"), help=text + shown)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dcgan_utils", description="Train DCGANs and sample from them.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -40,59 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a GAN (resumes if OUT/checkpoint.pt exists)",
                        description="Train a DCGAN. Writes OUT/checkpoint.pt, OUT/history.json, losses.png, "
                                    "d_outputs.png, samples.png, frames/ and training.gif. Re-running the same "
-                                   "command resumes; budgets count the whole run, not the part after a resume.")
-    data = t.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, default="mnist", help="dataset (default: mnist)")
-    data.add_argument("--data-dir", help="folder with the IDX files, or the image folder for --dataset folder")
-    data.add_argument("--source", choices=SOURCES, default="auto",
-                      help="auto: full data on disk or downloaded, else the shipped subset; full: full data or "
-                           "an error; subset: the real 9,000-image subset in data/ (default: auto)")
-    data.add_argument("--image-size", type=int, choices=(32, 64), default=32, help="image side (default: 32)")
-    data.add_argument("--limit", type=_positive_int, help="use only the first N images")
-    net = t.add_argument_group("networks")
-    net.add_argument("--arch", choices=ARCHS, default="dcgan",
-                     help="dcgan: seed 000; transposed, upsample, upsample_conv: seed 004 (default: dcgan)")
-    net.add_argument("--width", type=_positive_int,
-                     help="widest layer of G and D (seed: 1024 for dcgan); unset on a CPU = the CPU profile")
-    net.add_argument("--g-width", type=_positive_int, help="generator width only")
-    net.add_argument("--d-width", type=_positive_int, help="discriminator width only")
-    net.add_argument("--bn-eps", type=_positive_float, help="BatchNorm eps (seed 004: 0.8 vs 1e-5)")
-    net.add_argument("--no-first-batchnorm", dest="first_batchnorm", action="store_false",
-                     help="upsample G without its first BatchNorm (seed 004 ablation)")
-    net.add_argument("--dropout", type=float, default=0.25, help="upsample D's Dropout2d (0 = off; default 0.25)")
-    net.add_argument("--spectral-norm", action="store_true", help="spectral normalisation on D's weights")
-    net.add_argument("--init", choices=("dcgan", "pytorch"),
-                     help="dcgan: N(0, 0.02) as in the paper; pytorch: PyTorch's defaults (default: dcgan, "
-                          "or pytorch with --seed-settings)")
-    net.add_argument("--seed-settings", dest="recipe", action="store_const", const="seed", default="course",
-                     help="seed 000's code exactly as it ran (PyTorch's default init), which fails on 64x64 "
-                          "MNIST (notebook 09); explicit options still win")
-    opt = t.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=_positive_int, help="batch size (default 128; 64 in the CPU profile)")
-    opt.add_argument("--lr", type=_positive_float, default=2e-4, help="learning rate (default: 2e-4)")
-    opt.add_argument("--lr-d", type=_positive_float, help="discriminator learning rate (default: --lr)")
-    opt.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (default: 0.5)")
-    opt.add_argument("--label-smoothing", type=float, default=0.0, help="one-sided: real target 1-s (e.g. 0.1)")
-    opt.add_argument("--instance-noise", type=float, default=0.0, help="std of noise on D's inputs, annealed to 0")
-    opt.add_argument("--ema", type=float, default=0.0, help="EMA decay of G's weights for samples (e.g. 0.999)")
-    budget = t.add_argument_group("budget (whole run; the first reached stops it; default: 5 epochs)")
-    budget.add_argument("--epochs", type=_positive_int, help="epochs")
-    budget.add_argument("--max-steps", type=_positive_int, help="training steps")
-    budget.add_argument("--max-minutes", type=_positive_float, help="minutes of training, checkpoint included")
-    run = t.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
-    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                     help="bf16 autocast (CPU/CUDA) or fp16 with a GradScaler (CUDA); default fp32")
-    run.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    run.add_argument("--compile", action="store_true", help="torch.compile G and D")
-    run.add_argument("--sample-every", type=int, default=0, help="also save the fixed-latent grid every N steps")
-    run.add_argument("--eval-every", type=int, default=0,
-                     help="measure FD/KID/class coverage every N epochs into history.json (mnist, fashion-mnist)")
-    run.add_argument("--eval-num", type=_positive_int, default=1000, help="samples per measurement (default: 1000)")
-    run.add_argument("--out", required=True, help="run folder (created; resumed if it has checkpoint.pt)")
-    run.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if OUT has a checkpoint")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+                                   "command resumes; budgets count the whole run, not the part after a resume. "
+                                   "A flag not given keeps the run's (or the default) value.")
+    _add_config_flags(t)
+    t.add_argument("--seed-settings", dest="recipe", action="store_const", const="seed",
+                   help="seed 000's code exactly as it ran (--recipe seed): PyTorch's default init, which fails "
+                        "on 64x64 MNIST (notebook 09); explicit options still win")
+    t.add_argument("--out", required=True, help="run folder (created; resumed if it has checkpoint.pt)")
+    t.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start over even if OUT has a checkpoint (the old run is moved aside)")
 
     s = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate N images: FILE.npz gets an array 'images' (float32, N x C x H x W, "
@@ -100,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt (or the run folder)")
     s.add_argument("--num", type=_positive_int, default=64, help="number of images (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
-    s.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="default: cpu")
+    s.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
     s.add_argument("--out", required=True, help="FILE.npz or FILE.png")
 
@@ -114,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="folder with the IDX files of the real test images")
     e.add_argument("--source", choices=SOURCES, default="auto", help="where the real test images come from")
     e.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
-    e.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="default: cpu")
+    e.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
     e.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
     e.add_argument("--no-references", dest="references", action="store_false",
                    help="skip the real-vs-real and noise rows")
@@ -123,11 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, Trainer
+    from .train import Trainer
 
     names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-    trainer = Trainer(config, out_dir=args.out, resume=args.resume)
+    typed = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    trainer = Trainer(out_dir=args.out, resume=args.resume, **typed)
     trainer.fit()
     h = trainer.history
     print(f"{trainer.status}: step {trainer.step} (epoch {trainer.step / trainer.steps_per_epoch:.2f}), "
@@ -140,7 +138,8 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .plots import save_grid
-    from .train import generate, load_generator, pick_device
+    from .checkpoint import load_generator
+    from .sampling import generate
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
@@ -161,7 +160,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .evaluate import evaluate_checkpoint, format_result
-    from .train import pick_device
 
     if args.num < 2:
         raise ValueError("--num must be at least 2 (100 or more for meaningful numbers)")
@@ -181,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, DatasetError) as err:
+    except (ValueError, FileNotFoundError, DatasetError, DiskFullError) as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

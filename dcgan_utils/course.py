@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .train import pick_device
+from .config import pick_device
 
 
 def hardware_summary(device: str = "auto") -> str:

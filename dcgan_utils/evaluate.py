@@ -34,7 +34,6 @@ FD has a positive bias that shrinks as N grows, so only compare numbers measured
 from __future__ import annotations
 
 import functools
-import math
 import time
 import warnings
 from pathlib import Path
@@ -43,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import atomic_write, load_checkpoint, load_generator
 from .data import CLASS_NAMES, REPO_DATA_DIR, ImageData, load_dataset
+from .sampling import generate
 
 CLASSIFIER_SIZE = 32  # the classifier sees 32x32 images; 64x64 samples are resized (antialiased) to this
 FEATURE_DIM = 64
@@ -164,9 +165,8 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
     if save_to is not None:
         path = Path(save_to)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"format": CLASSIFIER_FORMAT, "state_dict": model.state_dict(), "info": info}, tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda f: torch.save({"format": CLASSIFIER_FORMAT, "state_dict": model.state_dict(),
+                                                 "info": info}, f))
     return model, info
 
 
@@ -379,8 +379,6 @@ def evaluate_generator(generator: nn.Module, dataset: str = "mnist", num: int = 
 
     64x64 generators are fine: their samples are resized to the classifier's 32x32.
     """
-    from .train import generate
-
     images = generate(generator, num, seed=seed, device=device)
     return evaluate_images(images, dataset, references=references, source=source, data_dir=data_dir, seed=seed)
 
@@ -389,11 +387,9 @@ def evaluate_checkpoint(path: str | Path, num: int = 1000, seed: int = 0, refere
                         source: str = "auto", data_dir: str | Path | None = None, ema: bool = True,
                         device: str | torch.device = "cpu") -> dict:
     """Evaluate the generator in a run's ``checkpoint.pt`` (or run folder) against its dataset's test images."""
-    from .train import load_checkpoint, load_generator
-
     state = load_checkpoint(path)
     config = state["config"]
-    generator, _ = load_generator(path, device=device, ema=ema)
+    generator, _ = load_generator(path, device=device, ema=ema, state=state)
     result = evaluate_generator(generator, config["dataset"], num=num, seed=seed, references=references,
                                 source=source, data_dir=data_dir, device=device)
     return {"checkpoint": str(path), "step": int(state["step"]), "epoch": int(state["epoch"]), "arch": config["arch"],

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .plots import _finish, _plt, grid_image
-from .train import generate_from
+from .sampling import generate_from, seeded_latents
 
 METHODS = ("lerp", "slerp")
 
@@ -96,8 +96,7 @@ def walk_images(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 1
 
 def sample_candidates(G: nn.Module, num: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` seeded latents (num, D, 1, 1) and their images, to show as a grid and pick endpoints from."""
-    rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(num, G.latent_dim, 1, 1, generator=rng)
+    z = seeded_latents(num, seed, G.latent_dim)
     return z, generate_from(G, z)
 
 

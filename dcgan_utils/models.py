@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-LATENT_DIM = 100
+LATENT_DIM = 100  # the length of z in both seeds
 SUPPORTED_SIZES = (32, 64)
 ARCHS = ("dcgan", "transposed", "upsample", "upsample_conv")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from dcgan_utils import build_models, load_classifier, load_dataset
-from dcgan_utils.analysis import (LatentPool, feature_maps, first_layer_filters, ink, latent_pool, load_models,
+from dcgan_utils import build_models, load_classifier, load_dataset, load_models
+from dcgan_utils.analysis import (LatentPool, feature_maps, first_layer_filters, ink, latent_pool,
                                   memorisation_check, nearest_neighbours, top_activating, vector_arithmetic)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dcgan_utils import TrainConfig, Trainer, load_checkpoint, load_generator, train
-from dcgan_utils.train import resolve_config
+from dcgan_utils.config import resolve_config
 
 
 def _weights(trainer):
@@ -132,7 +132,7 @@ def test_collapse_warning_names_fixes(tmp_path, tiny, capsys):
     out = capsys.readouterr().out
     assert "D is winning" in out and "lr_d=2e-4" in out and "--lr 8e-4 --lr-d 2e-4" in out
     assert h["events"][-1]["kind"] == "collapse-warning"
-    h["loss_d"] = [0.7] * 100  # a healthy game: no warning
+    h["loss_d"], h["d_fake"] = [0.7] * 100, [0.3] * 100  # a healthy game: no warning
     trainer.step, trainer._collapse_warned_at = 400, -10 ** 9
     trainer._check_collapse()
     assert len(h["events"]) == 1

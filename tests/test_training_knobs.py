@@ -15,7 +15,7 @@ from torch import nn
 
 from dcgan_utils import Trainer, build_models, d_won
 from dcgan_utils.cli import build_parser
-from dcgan_utils.train import TrainConfig, resolve_config
+from dcgan_utils.config import TrainConfig, resolve_config
 
 
 def _constant_d(trainer: Trainer, value: float, seen: list | None = None):
@@ -152,7 +152,7 @@ def test_collapse_warning_fires_when_d_wins(tmp_path, tiny, capsys):
 
 
 def test_cpu_profile_64_gives_the_course_recipe_and_keeps_the_seed_one_flag_away():
-    from dcgan_utils.train import CPU_PROFILES
+    from dcgan_utils.config import CPU_PROFILES
 
     cpu = torch.device("cpu")
     profile = CPU_PROFILES[("dcgan", 64)]
