@@ -11,12 +11,27 @@ Where the images come from (``source`` in :func:`load_dataset`):
 * ``"full"``: the full dataset, downloading if needed; a failed download raises an error saying what to do.
 * ``"subset"``: the shipped subset only (fast, offline, what CI uses).
 * ``name="folder"``: every image under ``data_dir`` (e.g. CelebA crops), centre-cropped and resized.
+  Transparent images (RGBA, LA, palette or grey with a transparent colour) are composited onto a flat
+  ``background`` (white by default), greyscale becomes RGB when ``channels=3``, 16-bit PNGs are scaled to 8 bits.
+
+Colour faces:
+
+* ``name="emoji-faces"``: 1,789 real 64x64 RGB emoji faces and people (Twemoji and Noto Emoji, on white),
+  shipped in ``data/emoji_faces.npz`` (built by ``tools/build_faces_dataset.py``), offline. Labels are the
+  emoji subcategory (``ImageData.label_names``, e.g. 'face-smiling', 'person-role'); ``ImageData.attributes``
+  holds per-image flags such as smiling, glasses, hat, woman, man, skin_tone_1..5 (``attribute_names``).
+* ``name="celeba"``: CelebA's aligned faces (``img_align_celeba/``), centre-cropped to a square and resized as in
+  the PyTorch DCGAN tutorial, with its 40 attributes and train/test partition when their files sit beside the
+  images. Found under ``data_dir`` (or ``data/celeba/``), else downloaded by torchvision (Google Drive, often
+  over quota: the error then says how to use a manually downloaded copy).
 """
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+import re
+import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 REPO_DATA_DIR = Path(os.environ.get("DCGAN_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
-DATASETS = ("mnist", "fashion-mnist", "folder")
+DATASETS = ("mnist", "fashion-mnist", "folder", "emoji-faces", "celeba")
 SOURCES = ("auto", "full", "subset")
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -35,6 +50,18 @@ _SUBSET_FILES = {"mnist": "mnist_subset.npz", "fashion-mnist": "fashion_mnist_su
 _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+EMOJI_FACES_FILE = "emoji_faces.npz"
+CELEBA_FOLDER = "img_align_celeba"
+_CELEBA_SPLITS = {"train": 0, "test": 2}  # list_eval_partition: 0 train, 1 valid (unused here), 2 test
+_CELEBA_HELP = (
+    "CelebA's Google Drive download often fails (daily quota, or no internet). Download img_align_celeba.zip "
+    "yourself (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, or a mirror such as Kaggle's "
+    "'celeba-dataset'), unzip it, and pass the folder that holds img_align_celeba/ (or that folder itself) as "
+    "data_dir: load_dataset('celeba', 64, data_dir=...) (CLI: --dataset celeba --data-dir DIR); put "
+    "list_eval_partition.txt and list_attr_celeba.txt (.txt or .csv) next to img_align_celeba/ for the "
+    "train/test split and the attributes. --dataset folder --data-dir .../img_align_celeba works too. Offline "
+    "colour faces ship with the course: load_dataset('emoji-faces') (CLI: --dataset emoji-faces)."
+)
 _OFFLINE_HELP = (
     "Offline? Use the real subset shipped with the course (source='subset', CLI: --source subset), or put the "
     "four original IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...) in a folder "
@@ -49,12 +76,21 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class ImageData:
-    """Images as uint8 (N, C, H, W) on one device, with optional int64 labels."""
+    """Images as uint8 (N, C, H, W) on one device, with optional int64 labels.
+
+    Optional, for datasets that have them (``emoji-faces``, ``celeba``): ``label_names`` (what each label
+    index means, e.g. emoji subcategories), and ``attributes``, a bool (N, K) tensor of per-image flags named
+    by ``attribute_names`` (e.g. 'smiling', 'glasses'); :meth:`attribute` returns one column. These are what
+    the DCGAN paper's latent arithmetic needs ("smiling woman - neutral woman + neutral man").
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
     origin: str  # where the images came from, in words (e.g. 'shipped subset mnist_subset.npz')
+    attributes: torch.Tensor | None = None  # bool (N, K), or None
+    attribute_names: list[str] | None = None  # K names, one per column of attributes
+    label_names: list[str] | None = None  # the meaning of each label index, when not in CLASS_NAMES
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -71,17 +107,27 @@ class ImageData:
     def class_names(self) -> list[str] | None:
         return CLASS_NAMES.get(self.name)
 
+    def attribute(self, name: str) -> torch.Tensor:
+        """The bool (N,) column of attribute ``name`` (e.g. ``data.images[data.attribute('smiling')]``)."""
+        if self.attributes is None or not self.attribute_names:
+            raise KeyError(f"{self.name} has no attributes")
+        if name not in self.attribute_names:
+            raise KeyError(f"No attribute {name!r} in {self.name}: use one of {', '.join(self.attribute_names)}")
+        return self.attributes[:, self.attribute_names.index(name)]
+
     def to(self, device: torch.device | str) -> "ImageData":
         labels = None if self.labels is None else self.labels.to(device)
-        return ImageData(self.images.to(device), labels, self.name, self.origin)
+        attributes = None if self.attributes is None else self.attributes.to(device)
+        return replace(self, images=self.images.to(device), labels=labels, attributes=attributes)
 
     def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Images at ``index`` as float32 in [-1, 1]: the only per-step data work."""
         return self.images[index].float().mul_(2 / 255).sub_(1)
 
     def __repr__(self) -> str:
+        extra = f", {len(self.attribute_names)} attributes" if self.attribute_names else ""
         return (f"ImageData({self.name}: {len(self)} images, {self.channels}x{self.image_size}x{self.image_size}, "
-                f"{self.images.dtype} on {self.images.device}; from {self.origin})")
+                f"{self.images.dtype} on {self.images.device}{extra}; from {self.origin})")
 
 
 def resize_uint8(images: torch.Tensor, image_size: int, chunk: int = 4096) -> torch.Tensor:
@@ -167,48 +213,225 @@ def _load_subset(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
         return arrays[f"{split}_images"], arrays[f"{split}_labels"], f"shipped subset {path.name}"
 
 
-def _load_folder(data_dir: Path | None, image_size: int, limit: int | None, channels: int) -> ImageData:
+def _background_rgb(background: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    rgb = (background,) * 3 if isinstance(background, (int, np.integer)) else tuple(background)
+    if len(rgb) != 3 or not all(0 <= int(v) <= 255 for v in rgb):
+        raise ValueError(f"background={background!r}: use a grey level 0..255 or an (r, g, b) tuple of them")
+    return tuple(int(v) for v in rgb)
+
+
+def _to_8bit(img, channels: int, background: tuple[int, int, int]):
+    """A PIL image of any mode as 8-bit 'RGB' (channels=3) or 'L' (channels=1).
+
+    16-bit greyscale (modes 'I;16*', and 'I' holding values above 255) is scaled by 1/257, so 65535 -> 255 and
+    32768 -> 128 (PIL's own convert would clip it to white). Transparency (RGBA, LA, PA, or a palette, grey or
+    RGB image with a transparent colour) is composited onto ``background``:
+    ``rgb * alpha + background * (1 - alpha)`` with alpha in [0, 1], so the colour of fully transparent pixels,
+    which is arbitrary, never shows.
+    """
     from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        values = np.asarray(img).astype(np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257
+        elif img.mode == "F" and values.max(initial=0) <= 1:
+            values = values * 255
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        rgb = rgba[..., :3] * alpha + np.array(background, dtype=np.float32) * (1.0 - alpha)
+        img = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), "RGB")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _read_images(files: list[Path], image_size: int, channels: int, background: int | tuple[int, int, int],
+                 folder: Path) -> torch.Tensor:
+    """Decode, centre-crop to a square and resize ``files`` once: uint8 (N, channels, image_size, image_size).
+
+    The square crop then resize is what the PyTorch DCGAN tutorial's ``Resize(s)`` + ``CenterCrop(s)`` does.
+    """
+    from PIL import Image, ImageOps
     from tqdm.auto import tqdm
 
-    if data_dir is None or not Path(data_dir).is_dir():
-        raise DatasetError(f"name='folder' needs data_dir pointing at a folder of images (got {data_dir}); "
-                           "for faces, unzip e.g. CelebA's img_align_celeba there")
-    files = sorted(p for p in Path(data_dir).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"No images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found under {data_dir}")
-    files = files[:limit] if limit else files
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels}: use 3 (RGB) or 1 (grayscale)")
+    background = _background_rgb(background)
     out = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
-    mode = "L" if channels == 1 else "RGB"
     for i, path in enumerate(tqdm(files, desc=f"resizing {len(files)} images once", leave=False)):
         try:
             with Image.open(path) as img:
-                img = img.convert(mode)
+                if img.format == "JPEG":
+                    img.draft(None, (image_size, image_size))  # decode JPEGs at a reduced scale >= image_size
+                img = _to_8bit(ImageOps.exif_transpose(img), channels, background)
                 side = min(img.size)
                 left, top = (img.width - side) // 2, (img.height - side) // 2
                 img = img.crop((left, top, left + side, top + side)).resize((image_size, image_size),
                                                                             Image.Resampling.BILINEAR)
                 arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-        except OSError as err:
-            raise DatasetError(f"{path} is not a readable image ({err}); remove it from {data_dir}") from err
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on broken files
+            raise DatasetError(f"{path} is not a readable image ({err}); remove it from {folder}") from err
         out[i] = arr.unsqueeze(0) if channels == 1 else arr.permute(2, 0, 1)
+    return out
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+
+
+def _load_folder(data_dir: Path | None, image_size: int, limit: int | None, channels: int,
+                 background: int | tuple[int, int, int] = 255) -> ImageData:
+    """Every image under ``data_dir`` (recursively), centre-cropped, resized, transparency on ``background``.
+
+    ``background`` (default 255, white) is the grey level, or (r, g, b), behind transparent pixels.
+    """
+    if data_dir is None or not Path(data_dir).is_dir():
+        raise DatasetError(f"name='folder' needs data_dir pointing at a folder of images (got {data_dir}); "
+                           "for faces, unzip e.g. CelebA's img_align_celeba there")
+    files = _image_files(data_dir)
+    if not files:
+        raise DatasetError(f"No images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found under {data_dir}")
+    files = files[:limit] if limit else files
+    out = _read_images(files, image_size, channels, background, data_dir)
     return ImageData(out, None, "folder", f"{len(files)} images under {data_dir}")
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) RGB -> (N, 1, H, W) luma, with PIL's weights (ITU-R 601-2)."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _load_emoji_faces(data_dir: Path | None, image_size: int, split: str, limit: int | None,
+                      channels: int) -> ImageData:
+    """The shipped colour emoji faces (``data/emoji_faces.npz``), one split, with subcategory labels and attributes."""
+    path = REPO_DATA_DIR / EMOJI_FACES_FILE
+    if data_dir is not None:
+        path = data_dir if data_dir.suffix == ".npz" else data_dir / EMOJI_FACES_FILE
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing; restore it with 'git checkout -- data/' or rebuild it with "
+                           f"'python tools/build_faces_dataset.py' (needs npm)")
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels}: use 3 (RGB) or 1 (grayscale)")
+    with np.load(path) as arrays:
+        keep = arrays["is_test"] == (split == "test")
+        images, labels = arrays["images"][keep], arrays["labels"][keep]
+        attributes = arrays["attributes"][keep]
+        attribute_names = [str(a) for a in arrays["attribute_names"]]
+        label_names = [str(s) for s in arrays["subcategories"]]
+    if limit:
+        images, labels, attributes = images[:limit], labels[:limit], attributes[:limit]
+    tensor = resize_uint8(torch.from_numpy(np.ascontiguousarray(images)), image_size)
+    if channels == 1:
+        tensor = _gray(tensor)
+    return ImageData(tensor, torch.from_numpy(labels.astype(np.int64)), "emoji-faces",
+                     f"shipped {path.name} ({split} split, Twemoji + Noto Emoji on white)",
+                     torch.from_numpy(attributes.astype(bool)), attribute_names, label_names)
+
+
+def _celeba_folder(root: Path) -> Path | None:
+    """The folder of CelebA's aligned images under ``root``: root/img_align_celeba, root/celeba/img_align_celeba
+    (torchvision's layout), or root itself when it holds the images."""
+    for folder in (root / CELEBA_FOLDER, root / "celeba" / CELEBA_FOLDER, root):
+        if folder.is_dir() and (folder.name == CELEBA_FOLDER or any(
+                p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir())):
+            return folder
+    return None
+
+
+def _celeba_table(folder: Path, root: Path, stem: str) -> list[list[str]] | None:
+    """Rows of CelebA's ``stem``.txt (space-separated) or Kaggle's ``stem``.csv, next to or above ``folder``."""
+    for where in dict.fromkeys((folder, folder.parent, root, folder.parent.parent)):
+        for suffix in (".txt", ".csv"):
+            path = where / f"{stem}{suffix}"
+            if path.is_file():
+                return [re.split(r"[,\s]+", line.strip()) for line in path.read_text().splitlines() if line.strip()]
+    return None
+
+
+def _load_celeba_folder(folder: Path, root: Path, image_size: int, split: str, limit: int | None, channels: int,
+                        background: int | tuple[int, int, int]) -> ImageData:
+    files = _image_files(folder)
+    if not files:
+        raise DatasetError(f"No images found under {folder}. " + _CELEBA_HELP)
+    partition = _celeba_table(folder, root, "list_eval_partition")
+    if partition is not None:
+        part = {row[0]: int(row[1]) for row in partition if len(row) > 1 and row[1].isdigit()}
+        files = [f for f in files if part.get(f.name) == _CELEBA_SPLITS[split]]
+        if not files:
+            raise DatasetError(f"No {split} images of list_eval_partition under {folder}. " + _CELEBA_HELP)
+    elif split == "test":
+        raise DatasetError(f"split='test' needs CelebA's list_eval_partition.txt (or .csv) next to {folder}; "
+                           "without it every image is training data")
+    files = files[:limit] if limit else files
+    attributes = attribute_names = None
+    table = _celeba_table(folder, root, "list_attr_celeba")
+    if table is not None:
+        if len(table[0]) == 1:  # the .txt starts with the number of images
+            table = table[1:]
+        count = len(table[1]) - 1
+        attribute_names = table[0][-count:]
+        rows = {row[0]: [int(v) > 0 for v in row[1:]] for row in table[1:]}
+        if all(f.name in rows for f in files):
+            attributes = torch.tensor([rows[f.name] for f in files], dtype=torch.bool).view(len(files), count)
+        else:
+            attribute_names = None
+    images = _read_images(files, image_size, channels, background, folder)
+    where = f"{len(files)} CelebA images under {folder}" + (f" ({split} partition)" if partition else "")
+    return ImageData(images, None, "celeba", where, attributes, attribute_names)
+
+
+def _download_celeba() -> Path:
+    """torchvision's CelebA download into data/celeba/; any failure becomes a DatasetError, quickly."""
+    try:
+        from torchvision import datasets
+
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60)  # a silent network must fail, not hang
+        try:
+            datasets.CelebA(str(REPO_DATA_DIR), split="all", target_type=[], download=True)
+        finally:
+            socket.setdefaulttimeout(previous)
+    except Exception as err:  # torchvision/gdown raise RuntimeError, OSError, FileURLRetrievalError, ...
+        raise DatasetError(f"Downloading CelebA with torchvision failed ({type(err).__name__}: {err}). "
+                           + _CELEBA_HELP) from err
+    return REPO_DATA_DIR / "celeba" / CELEBA_FOLDER
+
+
+def _load_celeba(data_dir: Path | None, image_size: int, split: str, source: str, limit: int | None,
+                 channels: int, background: int | tuple[int, int, int]) -> ImageData:
+    if data_dir is not None:
+        folder = _celeba_folder(data_dir) if data_dir.is_dir() else None
+        if folder is None:
+            raise DatasetError(f"No {CELEBA_FOLDER}/ folder of images in {data_dir}. " + _CELEBA_HELP)
+        return _load_celeba_folder(folder, data_dir, image_size, split, limit, channels, background)
+    if source == "subset":
+        raise DatasetError("CelebA has no shipped subset. " + _CELEBA_HELP)
+    folder = REPO_DATA_DIR / "celeba" / CELEBA_FOLDER  # torchvision's layout, from an earlier download
+    if not folder.is_dir():
+        folder = _download_celeba()
+    return _load_celeba_folder(folder, REPO_DATA_DIR, image_size, split, limit, channels, background)
 
 
 def load_dataset(name: str = "mnist", image_size: int = 32, data_dir: str | Path | None = None, split: str = "train",
                  source: str = "auto", limit: int | None = None, device: torch.device | str = "cpu",
-                 channels: int = 3) -> ImageData:
+                 channels: int = 3, background: int | tuple[int, int, int] = 255) -> ImageData:
     """Load a dataset once as a pre-resized uint8 tensor on ``device``.
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"`` or ``"folder"`` (an image folder given by ``data_dir``).
+        name: ``"mnist"``, ``"fashion-mnist"``, ``"folder"`` (an image folder given by ``data_dir``),
+            ``"emoji-faces"`` (shipped colour faces, 64x64 native) or ``"celeba"`` (see the module docstring).
         image_size: 32 or 64; images are resized once here.
-        data_dir: folder with the four IDX files (or torchvision's layout), or the image folder for ``"folder"``.
+        data_dir: folder with the four IDX files (or torchvision's layout), or the image folder for ``"folder"``,
+            or the folder holding ``img_align_celeba/`` for ``"celeba"`` (or another ``emoji_faces.npz``).
         split: ``"train"`` or ``"test"``.
         source: ``"auto"``, ``"full"`` or ``"subset"`` (see the module docstring).
         limit: keep only the first ``limit`` images.
         device: where the tensor lives (the training device).
-        channels: for ``"folder"`` only: 3 (RGB) or 1 (grayscale).
+        channels: for ``"folder"``, ``"celeba"`` and ``"emoji-faces"``: 3 (RGB) or 1 (grayscale).
+        background: for ``"folder"`` and ``"celeba"``: the grey level 0..255 (or an (r, g, b) tuple) that
+            transparent pixels are composited onto; 255, white, by default (emoji-faces were built on white).
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
@@ -222,7 +445,11 @@ def load_dataset(name: str = "mnist", image_size: int = 32, data_dir: str | Path
         raise ValueError(f"limit={limit} must be at least 1")
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
     if name == "folder":
-        return _load_folder(data_dir, image_size, limit, channels).to(device)
+        return _load_folder(data_dir, image_size, limit, channels, background).to(device)
+    if name == "emoji-faces":
+        return _load_emoji_faces(data_dir, image_size, split, limit, channels).to(device)
+    if name == "celeba":
+        return _load_celeba(data_dir, image_size, split, source, limit, channels, background).to(device)
     if data_dir is not None and not data_dir.is_dir():
         raise DatasetError(f"data_dir {data_dir} does not exist. " + _OFFLINE_HELP)
 
