@@ -1,13 +1,31 @@
-"""Small helpers the notebooks share: what machine a run is on, and how long it took."""
+"""The steps the notebooks share, taught once where they first appear and then called from here.
+
+* :func:`budget`: how long to train on this machine (CI's fast mode, a CPU, a GPU), with a sentence saying so.
+* :data:`COURSE_RUNS` and :func:`find_or_train`: a later notebook uses the run notebook 02 or 03 trained, and
+  trains exactly that run (same settings, same folder) when it is missing, then checks it is usable.
+* :func:`show_frames`, :func:`eval_table`, :func:`cli_command`, :func:`checkerboard_score`,
+  :func:`most_influential_dims`: figures and measurements used by more than one notebook.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from torch import nn
 
-from .config import pick_device
+from .config import TrainConfig, pick_device
+from .diagnostics import d_won
+from .evaluate import EVAL_DATASETS, evaluate_generator
+from .sampling import generate_from, seeded_latents
+from .train import Trainer
+
+# CI's fast mode: a tiny network for a few dozen steps on 512 shipped images (checks that cells run, not quality)
+FAST_SETTINGS = {"width": 16, "batch_size": 32, "max_steps": 30, "source": "subset", "limit": 512}
 
 
 def hardware_summary(device: str = "auto") -> str:
@@ -34,3 +52,189 @@ class Stopwatch:
 
     def __str__(self) -> str:
         return f"{self.minutes:.1f} min"
+
+
+def _describe(settings: dict) -> str:
+    names = {"width": "width", "batch_size": "batch", "epochs": "epochs", "max_steps": "steps",
+             "max_minutes": "minutes at most", "limit": "images"}
+    return ", ".join(f"{names[k]} {v:,}" if isinstance(v, int) else f"{names[k]} {v:g}"
+                     for k, v in settings.items() if k in names and v is not None)
+
+
+def budget(device: torch.device | str, fast: bool, cpu: dict, gpu: dict, fast_settings: dict | None = None
+           ) -> tuple[dict, str]:
+    """The training settings for this machine and a sentence that says which were chosen and why.
+
+    ``fast`` (CI) takes ``FAST_SETTINGS`` updated with ``fast_settings``; otherwise ``cpu`` on a CPU and ``gpu``
+    on a CUDA or Apple GPU. Settings left at None fall to the trainer's defaults (the CPU profile on a CPU).
+    """
+    device = pick_device(device) if isinstance(device, str) else device
+    if fast:
+        settings = {**FAST_SETTINGS, **(fast_settings or {})}
+        return settings, f"FAST mode (CI): {_describe(settings)}"
+    if device.type == "cpu":
+        return dict(cpu), f"no GPU: {_describe(cpu) or 'the CPU profile'}"
+    return dict(gpu), f"{device.type.upper()}: {_describe(gpu) or 'the seed settings'}"
+
+
+@dataclass(frozen=True)
+class CourseRun:
+    """A run a notebook trains and later notebooks reuse: its data and its budget on each kind of machine."""
+
+    notebook: str  # e.g. "02_train_mnist_32": also the run folder's name under RUNS_DIR
+    dataset: str
+    image_size: int
+    cpu: dict = field(default_factory=dict)
+    gpu: dict = field(default_factory=dict)
+    fast: dict = field(default_factory=dict)
+    cpu_minutes: float = 0.0  # measured on a quiet 2-core CPU (the notebook's committed run)
+
+    def settings(self, device: torch.device, fast: bool) -> tuple[dict, str]:
+        """This run's Trainer settings on ``device`` (see :func:`budget`)."""
+        chosen, reason = budget(device, fast, self.cpu, self.gpu, self.fast)
+        return {"dataset": self.dataset, "image_size": self.image_size, **chosen}, reason
+
+
+COURSE_RUNS: dict[str, CourseRun] = {
+    run.notebook: run for run in (
+        CourseRun("02_train_mnist_32", "mnist", 32,
+                  cpu={"epochs": 13, "max_minutes": 7, "sample_every": 60}, gpu={"epochs": 5},
+                  fast={"sample_every": 10}, cpu_minutes=3.3),
+        CourseRun("03_train_fashion_mnist_64", "fashion-mnist", 64,
+                  cpu={"epochs": 38, "max_minutes": 7, "limit": 3200}, gpu={"epochs": 5},
+                  fast={"max_steps": 20, "sample_every": 5}, cpu_minutes=3.3),
+    )
+}
+
+
+def find_or_train(notebook: str, runs_dir: str | Path = "runs", device: str = "auto", fast: bool = False,
+                  seed: int = 0, check: bool = True) -> Trainer:
+    """The run notebook ``notebook`` trains (a key of :data:`COURSE_RUNS`), trained now if it is missing.
+
+    A finished run is loaded as it is. A missing or unfinished one is trained (or resumed) with exactly the
+    settings and folder that notebook uses, after saying so and how long it should take. With ``check`` the run
+    is then checked: a generator that D had beaten, or whose samples the course's classifier does not
+    recognise, is reported with what to do instead of being used silently.
+    """
+    if notebook not in COURSE_RUNS:
+        raise ValueError(f"notebook={notebook!r}: use one of {', '.join(COURSE_RUNS)}")
+    run = COURSE_RUNS[notebook]
+    dev = pick_device(device)
+    settings, reason = run.settings(dev, fast)
+    out_dir = Path(runs_dir) / notebook
+    checkpoint = out_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        estimate = ("under a minute" if fast else f"about {run.cpu_minutes:g} min on a quiet 2-core CPU"
+                    if dev.type == "cpu" else "a few minutes on a GPU")
+        print(f"Notebook {notebook[:2]}'s run is not in {out_dir}: training it now, exactly as notebook "
+              f"{notebook[:2]} does ({reason}; {estimate}).")
+    trainer = Trainer(out_dir=out_dir, seed=seed, device=device, **settings)
+    trainer.fit()
+    if check:
+        for problem in run_problems(trainer, fast=fast):
+            print("WARNING " + problem)
+    return trainer
+
+
+def run_problems(trainer: Trainer, fast: bool = False) -> list[str]:
+    """What makes a run unfit to stand for a trained GAN: D had won at the end, or its samples are not
+    recognised by the course's classifier (fewer than 8 classes or under 20% confident). Empty if fine."""
+    problems = []
+    name = trainer.out_dir
+    if trainer.history["d_fake"] and d_won(trainer.history)["at_end"]:
+        problems.append(f"{name}: D had won at the end of the run (D(G(z)) near 0), so its samples are probably "
+                        "noise. Delete the folder and run its notebook again, or train longer with a faster G "
+                        "(notebook 09).")
+    if fast or trainer.config.dataset not in ("mnist", "fashion-mnist"):
+        return problems
+    result = evaluate_generator(trainer.sampling_generator(), trainer.config.dataset, num=500,
+                                seed=trainer.config.seed, source=trainer.config.source)
+    if result["classes_present"] < 8 or result["confident"] < 0.2:
+        problems.append(f"{name}: the course's classifier recognises only {result['classes_present']} classes "
+                        f"and {result['confident']:.0%} of samples confidently: the pictures below will not show "
+                        "clear digits or garments. Train the run longer (its notebook's budget) and run this again.")
+    return problems
+
+
+def show_frames(history: dict, run_dir: str | Path, count: int = 6, title: str = "", width: float = 13):
+    """``count`` of the fixed-latent grids in ``run_dir/frames``: the start, whole epochs, or evenly spaced.
+
+    Draws one row ``width`` inches wide, so it fits a notebook whatever ``count`` is.
+    """
+    import imageio.v3 as iio
+
+    from .plots import _finish, _plt
+
+    frames = list({f["step"]: f for f in history["samples"]}.values())  # one frame per step
+    chosen = [f for f in frames if f["step"] == 0 or float(f["epoch"]).is_integer()]
+    if len(chosen) < 4 or len(chosen) > count:
+        chosen = [frames[i] for i in sorted({round(i * (len(frames) - 1) / (count - 1)) for i in range(count)})]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(chosen), figsize=(width, width / len(chosen) + 0.5), squeeze=False)
+    for ax, frame in zip(axes[0], chosen):
+        ax.imshow(iio.imread(Path(run_dir) / frame["file"]))
+        ax.set_title(f"step {frame['step']}", fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, None, True)
+
+
+def eval_table(generators: dict[str, nn.Module], dataset: str, num: int = 1000, seed: int = 0,
+               source: str = "auto", extra: dict[str, dict[str, str]] | None = None) -> dict[str, dict]:
+    """Print FD, classes and confident share of each generator's ``num`` samples (notebook 07's measures).
+
+    ``extra`` adds columns per row (already formatted strings). Without a classifier for ``dataset`` (an image
+    folder) it prints the extra columns only and says so. Returns the measurements by name.
+    """
+    measured = dataset in EVAL_DATASETS
+    extra = extra or {}
+    columns = list(next(iter(extra.values()), {}))
+    header = f"{'run':30s}" + "".join(f" {c:>13s}" for c in columns)
+    if measured:
+        header += f" {'FD':>8s} {'classes':>8s} {'confident':>10s}"
+    print(header)
+    results = {}
+    for name, generator in generators.items():
+        line = f"{name:30s}" + "".join(f" {extra.get(name, {}).get(c, ''):>13s}" for c in columns)
+        if measured:
+            r = results[name] = evaluate_generator(generator, dataset, num=num, seed=seed, source=source)
+            line += f" {r['fd']:8.2f} {r['classes_present']:8d} {r['confident']:10.1%}"
+        print(line)
+    if not measured:
+        print(f"(no evaluation classifier for {dataset!r}: compare the grids by eye)")
+    return results
+
+
+def cli_command(config: TrainConfig, out_dir: str | Path) -> str:
+    """The ``python -m dcgan_utils train`` command that trains the same run as ``config``."""
+    defaults = TrainConfig()
+    flags = [f"--{f.name.replace('_', '-')} {getattr(config, f.name)}" for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("progress", "device", "precision", "channels_last", "init")
+             and getattr(config, f.name) not in (None, False, getattr(defaults, f.name))]
+    return f"python -m dcgan_utils train {' '.join(flags)} --out {out_dir}"
+
+
+def checkerboard_score(images: torch.Tensor) -> float:
+    """Share of each image's power at the period-2 frequencies (vertical, horizontal, diagonal), averaged:
+    the signature of transposed convolutions' uneven overlap (Odena et al. 2016). Real images: ~0.0002."""
+    x = images.float() - images.float().mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs() ** 2
+    h, w = x.shape[-2:]
+    period2 = power[..., h // 2, 0] + power[..., 0, w // 2] + power[..., h // 2, w // 2]
+    return float((period2 / power.sum(dim=(-2, -1)).clamp_min(1e-12)).mean())
+
+
+def most_influential_dims(generator: nn.Module, count: int = 4, nudge: float = 3.0, num: int = 16, seed: int = 0
+                          ) -> tuple[list[int], torch.Tensor]:
+    """The ``count`` latent dimensions whose change by ``nudge`` moves G's images most (mean absolute pixel
+    change over ``num`` seeded latents), and every dimension's effect."""
+    base = seeded_latents(num, seed, generator.latent_dim).flatten(1)
+    reference = generate_from(generator, base)
+    effect = torch.zeros(base.shape[1])
+    for d in range(base.shape[1]):
+        moved = base.clone()
+        moved[:, d] += nudge
+        effect[d] = (generate_from(generator, moved) - reference).abs().mean()
+    return effect.topk(count).indices.tolist(), effect

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .models import SUPPORTED_SIZES
+
 REPO_DATA_DIR = Path(os.environ.get("DCGAN_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
 DATASETS = ("mnist", "fashion-mnist", "folder", "emoji-faces", "celeba")
 SOURCES = ("auto", "full", "subset")
@@ -435,8 +437,8 @@ def load_dataset(name: str = "mnist", image_size: int = 32, data_dir: str | Path
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
-    if image_size not in (32, 64):
-        raise ValueError(f"image_size={image_size} is not supported: use 32 or 64")
+    if image_size not in SUPPORTED_SIZES:
+        raise ValueError(f"image_size={image_size} is not supported: use {' or '.join(map(str, SUPPORTED_SIZES))}")
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: use 'train' or 'test'")
     if source not in SOURCES:

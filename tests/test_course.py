@@ -1,0 +1,118 @@
+"""The notebooks' shared steps (dcgan_utils.course): budgets, find-or-train, tables, scores."""
+import pytest
+import torch
+from torch import nn
+
+from dcgan_utils import course
+from dcgan_utils.cli import build_parser
+from dcgan_utils.config import TrainConfig
+from dcgan_utils.course import (COURSE_RUNS, CourseRun, budget, checkerboard_score, cli_command, eval_table,
+                                find_or_train, most_influential_dims, run_problems, show_frames)
+from dcgan_utils.diagnostics import new_history
+
+
+def test_budget_picks_fast_cpu_or_gpu_and_says_which():
+    fast, reason = budget("cpu", True, cpu={"epochs": 9}, gpu={"epochs": 5}, fast_settings={"max_steps": 12})
+    assert fast["width"] == 16 and fast["max_steps"] == 12 and fast["source"] == "subset"
+    assert reason.startswith("FAST mode (CI)") and "steps 12" in reason
+    cpu, reason = budget(torch.device("cpu"), False, cpu={"epochs": 9, "max_minutes": 7}, gpu={"epochs": 5})
+    assert cpu == {"epochs": 9, "max_minutes": 7} and reason == "no GPU: epochs 9, minutes at most 7"
+    gpu, reason = budget(torch.device("cuda"), False, cpu={"epochs": 9}, gpu={"epochs": 5})
+    assert gpu == {"epochs": 5} and reason.startswith("CUDA")
+
+
+@pytest.fixture
+def tiny_course_run(monkeypatch):
+    run = CourseRun("02_train_mnist_32", "mnist", 32, cpu={"max_steps": 6}, gpu={"max_steps": 6},
+                    fast={"max_steps": 6, "progress": False, "limit": 256})
+    monkeypatch.setitem(COURSE_RUNS, run.notebook, run)
+    return run
+
+
+def test_find_or_train_trains_the_notebooks_run_once_then_reuses_it(tmp_path, tiny_course_run, capsys):
+    first = find_or_train("02_train_mnist_32", runs_dir=tmp_path, fast=True)
+    out = capsys.readouterr().out
+    assert "training it now, exactly as notebook 02 does" in out and first.step == 6
+    assert first.out_dir == tmp_path / "02_train_mnist_32" and (first.out_dir / "checkpoint.pt").is_file()
+    again = find_or_train("02_train_mnist_32", runs_dir=tmp_path, fast=True)
+    out = capsys.readouterr().out
+    assert "training it now" not in out and again.step == 6
+    for a, b in zip(first.generator.parameters(), again.generator.parameters()):
+        assert torch.equal(a.cpu(), b.cpu())
+    with pytest.raises(ValueError, match="notebook='99_x'"):
+        find_or_train("99_x", runs_dir=tmp_path)
+
+
+def test_course_runs_match_their_notebooks_parameters():
+    import json
+    import re
+    from pathlib import Path
+
+    for name, run in COURSE_RUNS.items():
+        nb = json.loads((Path(__file__).parent.parent / "notebooks" / f"{name}.ipynb").read_text())
+        params = next("".join(c["source"]) for c in nb["cells"]
+                      if "parameters" in c.get("metadata", {}).get("tags", []))
+        assert re.search(rf'^DATASET = "{run.dataset}"', params, re.M)
+        assert re.search(rf"^IMAGE_SIZE = {run.image_size}\b", params, re.M)
+
+
+def test_run_problems_flags_a_run_where_d_had_won(tmp_path, tiny_course_run):
+    trainer = find_or_train("02_train_mnist_32", runs_dir=tmp_path, fast=True, check=False)
+    h = new_history()
+    h["step"], h["d_fake"] = list(range(1, 201)), [0.3] * 100 + [0.001] * 100
+    trainer.history = h
+    problems = run_problems(trainer, fast=True)
+    assert len(problems) == 1 and "D had won" in problems[0]
+    h["d_fake"] = [0.3] * 200
+    assert run_problems(trainer, fast=True) == []
+
+
+def test_checkerboard_score_separates_period_two_patterns_from_smooth_images():
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    smooth = torch.sin(x / 5.0)[None, None].repeat(4, 1, 1, 1)
+    checker = ((x + y) % 2 * 2 - 1).float()[None, None].repeat(4, 1, 1, 1)
+    assert checkerboard_score(smooth) < 0.01 and checkerboard_score(checker) > 0.99
+
+
+class OneDimGenerator(nn.Module):
+    """Images that depend on latent dimension 7 only (and a little on 3)."""
+    latent_dim = 100
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z):
+        z = z.flatten(1)
+        return (torch.tanh(z[:, 7] + 0.1 * z[:, 3])[:, None, None, None] + self.anchor).expand(-1, 1, 8, 8)
+
+
+def test_most_influential_dims_finds_the_dimensions_that_matter():
+    dims, effect = most_influential_dims(OneDimGenerator(), count=2)
+    assert dims == [7, 3] and effect.shape == (100,) and effect[0] == 0
+
+
+def test_cli_command_trains_the_same_run():
+    config = TrainConfig(dataset="fashion-mnist", image_size=64, width=64, max_steps=300, lr=8e-4, sample_every=60)
+    command = cli_command(config, "runs/x")
+    args = build_parser().parse_args(command.split()[3:])
+    assert (args.dataset, args.image_size, args.width, args.max_steps, args.lr, args.sample_every, args.out) == (
+        "fashion-mnist", 64, 64, 300, 8e-4, 60, "runs/x")
+    assert args.epochs is None and args.seed is None  # defaults are left out
+
+
+def test_show_frames_and_eval_table_draw_and_measure(tmp_path, tiny_course_run, capsys):
+    trainer = find_or_train("02_train_mnist_32", runs_dir=tmp_path, fast=True, check=False)
+    fig = show_frames(trainer.history, trainer.out_dir, count=3)  # outside Jupyter the figure is returned
+    assert [a.get_title() for a in fig.axes] == ["step 0", "step 6"]  # the two frames the run drew
+    results = eval_table({"tiny": trainer.sampling_generator()}, "mnist", num=50, source="subset",
+                         extra={"tiny": {"s/step": "0.10"}})
+    out = capsys.readouterr().out
+    assert "FD" in out and "s/step" in out and "0.10" in out
+    assert results["tiny"]["num"] == 50 and results["tiny"]["fd"] > 0
+    assert eval_table({"tiny": trainer.sampling_generator()}, "folder", extra={"tiny": {"a": "1"}}) == {}
+    assert "no evaluation classifier for 'folder'" in capsys.readouterr().out
+
+
+def test_hardware_summary_names_the_device():
+    assert course.hardware_summary("cpu").startswith("CPU (")
