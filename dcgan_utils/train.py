@@ -417,6 +417,7 @@ class Trainer:
         result = evaluate_generator(self.sampling_generator(), c.dataset, num=num or c.eval_num, seed=c.seed,
                                     source=c.source, data_dir=c.data_dir, device=self.device)
         row = {"epoch": round(self.step / self.steps_per_epoch, 3), "step": self.step,
+               "minutes": round(self.elapsed_seconds / 60, 3),
                **{k: result[k] for k in ("num", "fd", "kid", "classes_present", "class_kl", "confident",
                                          "class_histogram")}}
         self.history["eval"].append(row)
