@@ -3,8 +3,8 @@
 * :func:`budget`: how long to train on this machine (CI's fast mode, a CPU, a GPU), with a sentence saying so.
 * :data:`COURSE_RUNS` and :func:`find_or_train`: a later notebook uses the run notebook 02 or 03 trained, and
   trains exactly that run (same settings, same folder) when it is missing, then checks it is usable.
-* :func:`show_frames`, :func:`eval_table`, :func:`cli_command`, :func:`checkerboard_score`,
-  :func:`most_influential_dims`: figures and measurements used by more than one notebook.
+* :func:`show_frames`, :func:`legends_outside`, :func:`eval_table`, :func:`cli_command`,
+  :func:`checkerboard_score`, :func:`most_influential_dims`: figures and measurements used by more than one notebook.
 """
 from __future__ import annotations
 
@@ -88,6 +88,14 @@ class CourseRun:
     gpu: dict = field(default_factory=dict)
     fast: dict = field(default_factory=dict)
     cpu_minutes: float = 0.0  # measured on a quiet 2-core CPU (the notebook's committed run)
+    trained_in: str = ""  # the notebook that trains it, when that is not ``notebook`` (03 also trains 32x32)
+    size_parameter: str = "IMAGE_SIZE"  # that notebook's parameters: the image size ...
+    cpu_parameter: str = "CPU_BUDGET"  # ... and the CPU budget (the GPU budget is GPU_BUDGET)
+
+    @property
+    def notebook_file(self) -> str:
+        """The notebook (without .ipynb) whose parameters cell sets this run."""
+        return self.trained_in or self.notebook
 
     def settings(self, device: torch.device, fast: bool) -> tuple[dict, str]:
         """This run's Trainer settings on ``device`` (see :func:`budget`)."""
@@ -103,6 +111,16 @@ COURSE_RUNS: dict[str, CourseRun] = {
         CourseRun("03_train_fashion_mnist_64", "fashion-mnist", 64,
                   cpu={"epochs": 38, "max_minutes": 7, "limit": 3200}, gpu={"epochs": 5},
                   fast={"max_steps": 20, "sample_every": 5}, cpu_minutes=3.3),
+        # notebook 03's comparison run: the seed's 32x32 FashionMNIST, the same images and steps as the 64x64 run
+        CourseRun("03_train_fashion_mnist_32", "fashion-mnist", 32,
+                  cpu={"epochs": 38, "max_minutes": 5, "limit": 3200}, gpu={"epochs": 5},
+                  fast={"max_steps": 20, "sample_every": 5}, cpu_minutes=3.5,
+                  trained_in="03_train_fashion_mnist_64", size_parameter="COMPARE_SIZE",
+                  cpu_parameter="COMPARE_CPU_BUDGET"),
+        # colour faces, offline (data/emoji_faces.npz); the CPU budget is provisional until its recipe is measured
+        CourseRun("10_faces_in_colour", "emoji-faces", 64,
+                  cpu={"max_minutes": 8, "sample_every": 100}, gpu={"epochs": 25},
+                  fast={"sample_every": 10}, cpu_minutes=8),
     )
 }
 
@@ -179,6 +197,23 @@ def show_frames(history: dict, run_dir: str | Path, count: int = 6, title: str =
         fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig, None, True)
+
+
+def legends_outside(fig):
+    """Move every legend of ``fig`` (e.g. from ``plot_losses(..., show=False)``) to the right of its axes, where
+    it cannot hide a curve; shows the figure in a notebook (returns None there), else returns it."""
+    from .plots import _in_notebook
+
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
+    fig.tight_layout()
+    if _in_notebook():
+        from IPython.display import display
+
+        display(fig)
+        return None
+    return fig
 
 
 def eval_table(generators: dict[str, nn.Module], dataset: str, num: int = 1000, seed: int = 0,
