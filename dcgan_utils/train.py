@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, atomic_write, load_checkpoint, load_weights, save_checkpoint
 from .config import FASTER_G_LRS, MODEL_FIELDS, BUDGET_FIELDS, TrainConfig, model_kwargs, pick_device, resolve_config
 from .data import ImageData, load_dataset
@@ -56,9 +57,20 @@ class Trainer:
         defaults = TrainConfig()
         chosen = set(overrides) | {f.name for f in fields(TrainConfig) if getattr(base, f.name) != getattr(defaults, f.name)}
         self.device = pick_device(config.device)
+        # under torchrun (see dcgan_utils.distributed): this process's rank, and its own GPU
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        if self.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank())
         self.out_dir = Path(out_dir).expanduser()
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
         previous = load_checkpoint(self.checkpoint_path) if resume and self.checkpoint_path.is_file() else None
+        if previous is not None and previous.get("world_size", 1) != self.world_size:
+            n = previous.get("world_size", 1)
+            raise ValueError(f"{self.checkpoint_path} was trained by {n} process{'es' * (n > 1)} (each step took "
+                             f"{n} batches) and this run has {self.world_size}: resume it with "
+                             + (f"torchrun --nproc_per_node {n}" if n > 1 else "a single process (no torchrun)")
+                             + ", or use another output folder")
         self.resumed_changes: dict[str, tuple] = {}
         if previous is not None:
             config = self._merge_resumed_config(config, previous["config"], chosen)
@@ -75,9 +87,12 @@ class Trainer:
         if self.data.image_size != c.image_size:
             raise ValueError(f"The data has {self.data.image_size}x{self.data.image_size} images but image_size="
                              f"{c.image_size}: load it with image_size={c.image_size}")
-        if len(self.data) < c.batch_size:
-            raise ValueError(f"Only {len(self.data)} images for batch_size={c.batch_size}: lower the batch size")
-        self.steps_per_epoch = len(self.data) // c.batch_size  # the last partial batch is dropped
+        if len(self.data) < c.batch_size * self.world_size:
+            raise ValueError(f"Only {len(self.data)} images for batch_size={c.batch_size}"
+                             + (f" on each of {self.world_size} processes" if self.world_size > 1 else "")
+                             + ": lower the batch size")
+        # the last partial batch is dropped; under torchrun a step takes batch_size images on every process
+        self.steps_per_epoch = len(self.data) // (c.batch_size * self.world_size)
 
         self.generator, self.discriminator = build_models(**model_kwargs(asdict(c), self.data.channels))
         memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
@@ -93,6 +108,11 @@ class Trainer:
             if c.ema else None)
         self._d_logits = torch.compile(self.discriminator.logits) if c.compile else self.discriminator.logits
         self._g_forward = torch.compile(self.generator) if c.compile else self.generator
+        self._d_real_fake = None  # D's update in one DDP forward (torchrun only)
+        if self.world_size > 1:
+            g_ddp, d_ddp = distributed.wrap(self.generator, self.discriminator, self.device)
+            self._g_forward = torch.compile(g_ddp) if c.compile else g_ddp
+            self._d_real_fake = torch.compile(d_ddp) if c.compile else d_ddp
 
         self.fixed_noise = torch.randn(16, c.latent_dim, 1, 1, generator=torch.Generator().manual_seed(c.seed))
         self.step = 0
@@ -105,6 +125,8 @@ class Trainer:
         self._collapse_warned_at = -10 ** 9
         if previous is not None:
             self._restore(previous)
+        if self.world_size > 1:  # the same weights, a different random stream on each process
+            torch.manual_seed(distributed.rank_seed(c.seed, self.rank, self.step))
 
     # ----------------------------------------------------------------------------------------------- state
     def _merge_resumed_config(self, config: TrainConfig, saved: dict, chosen: set[str]) -> TrainConfig:
@@ -145,6 +167,7 @@ class Trainer:
             "history": self.history,
             "fixed_noise": self.fixed_noise,
             "rng": rng,
+            **({"world_size": self.world_size} if self.world_size > 1 else {}),
         }
 
     def _restore(self, state: dict) -> None:
@@ -172,7 +195,9 @@ class Trainer:
               f"{self.elapsed / 60:.1f} min trained so far){changes}")
 
     def save(self) -> Path:
-        """Write checkpoint.pt and history.json atomically into the run folder."""
+        """Write checkpoint.pt and history.json atomically into the run folder (under torchrun: rank 0 only)."""
+        if not self.is_main:
+            return self.checkpoint_path
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.state_dict(), self.checkpoint_path)
         atomic_write(self.out_dir / "history.json", lambda f: f.write(json.dumps(self.history).encode()))
@@ -197,6 +222,12 @@ class Trainer:
 
     def _out_of_budget(self) -> bool:
         c = self.config
+        if self.world_size > 1:  # every process must stop at the same step: one decision for all
+            if self.total_steps is not None and self.step >= self.total_steps:
+                return True
+            time_up = c.max_minutes is not None and self.elapsed_seconds >= c.max_minutes * 60
+            self.stop_requested, time_up = distributed.any_rank(self.stop_requested, time_up, device=self.device)
+            return self.stop_requested or time_up
         if self.stop_requested or (self.total_steps is not None and self.step >= self.total_steps):
             return True
         return c.max_minutes is not None and self.elapsed_seconds >= c.max_minutes * 60
@@ -235,8 +266,12 @@ class Trainer:
 
         with self._autocast():
             fake = self._g_forward(z)  # the only G forward of the step: D's update uses it detached
-            logit_real = self._d_logits(self._noisy(real)).float()
-            logit_fake = self._d_logits(self._noisy(fake.detach())).float()
+            if self._d_real_fake is None:
+                logit_real = self._d_logits(self._noisy(real)).float()
+                logit_fake = self._d_logits(self._noisy(fake.detach())).float()
+            else:  # torchrun: one DDP forward for D's one backward, which averages D's gradients over processes
+                logit_real, logit_fake = (t.float() for t in
+                                          self._d_real_fake(self._noisy(real), self._noisy(fake.detach())))
             loss_d = (F.binary_cross_entropy_with_logits(logit_real, real_target)
                       + F.binary_cross_entropy_with_logits(logit_fake, zeros))
         self.opt_d.zero_grad(set_to_none=True)
@@ -245,7 +280,9 @@ class Trainer:
         grad_norm_d = _grad_norm(list(D.parameters()))
         self.scaler.step(self.opt_d)
 
-        D.requires_grad_(False)  # G's backward needs D's input gradients, not its weight gradients
+        # G's backward needs D's input gradients, not its weight gradients (so, under torchrun, D itself and
+        # not its DDP copy: there is nothing of D's to average)
+        D.requires_grad_(False)
         with self._autocast():
             loss_g = F.binary_cross_entropy_with_logits(self._d_logits(self._noisy(fake)).float(), ones)
         self.opt_g.zero_grad(set_to_none=True)
@@ -276,7 +313,7 @@ class Trainer:
         if self.step == 0:
             self.save_samples()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{c.dataset} {c.image_size}px {c.arch}",
-                   unit="step", disable=not c.progress, dynamic_ncols=True)
+                   unit="step", disable=not c.progress or not self.is_main, dynamic_ncols=True)
         self.status = "training"
         self.generator.train()
         self.discriminator.train()
@@ -292,6 +329,10 @@ class Trainer:
         self.status = "interrupted" if self.stop_requested else "finished"
         if self.stop_requested:
             print(f"Stopped at step {self.step}: checkpoint saved in {self.checkpoint_path}; run again to resume.")
+        if self.world_size > 1:
+            same = distributed.ranks_agree(self.generator, self.discriminator)
+            print(f"{self.world_size} processes: G and D weights " + (
+                "identical on every process" if same else "DIFFER between processes (a bug: please report it)"))
         self.save_samples()
         self.save()
         self.elapsed, self._started = self.elapsed_seconds, None
@@ -300,25 +341,40 @@ class Trainer:
 
     def _run_epochs(self, bar) -> bool:
         """The loop itself; False if a loss became non-finite."""
-        c = self.config
         while not self._out_of_budget():
             epoch, position = divmod(self.step, self.steps_per_epoch)
             order = self._epoch_order(epoch)
-            for batch_start in range(position * c.batch_size, self.steps_per_epoch * c.batch_size, c.batch_size):
-                real = self.data.batch(order[batch_start:batch_start + c.batch_size])
-                self._pending.append(self.train_step(real.contiguous(memory_format=self.memory_format)))
-                self.step += 1
-                bar.update()
-                if len(self._pending) >= LOG_EVERY and not self._flush(bar):
+            for index in range(position, self.steps_per_epoch):
+                if not self.fit_step(order, index, bar):
                     return False
-                if c.sample_every and self.step % c.sample_every == 0:
-                    self.save_samples()
                 if self._out_of_budget():
                     break
             if not self._flush(bar):
                 return False
             if self.step % self.steps_per_epoch == 0:
                 self._end_epoch()
+        return True
+
+    def epoch_batch(self, order: torch.Tensor, index: int) -> torch.Tensor:
+        """This process's real images for step ``index`` of an epoch whose order is ``order``, ready for
+        :meth:`train_step`. Under torchrun, step ``index`` takes ``world_size`` consecutive batches of the order,
+        one per process."""
+        b = self.config.batch_size
+        start = (index * self.world_size + self.rank) * b
+        return self.data.batch(order[start:start + b]).contiguous(memory_format=self.memory_format)
+
+    def fit_step(self, order: torch.Tensor, index: int, bar=None) -> bool:
+        """One step of :meth:`fit`'s loop: :meth:`epoch_batch`, :meth:`train_step`, the history every
+        ``LOG_EVERY`` steps (one host sync) and the fixed-latent grid every ``sample_every`` steps. False if a
+        loss became non-finite. ``benchmarks/throughput.py`` times exactly this."""
+        self._pending.append(self.train_step(self.epoch_batch(order, index)))
+        self.step += 1
+        if bar is not None:
+            bar.update()
+        if len(self._pending) >= LOG_EVERY and not self._flush(bar):
+            return False
+        if self.config.sample_every and self.step % self.config.sample_every == 0:
+            self.save_samples()
         return True
 
     @contextlib.contextmanager
@@ -344,7 +400,10 @@ class Trainer:
         """Move pending step statistics to the history; False if any is not finite (divergence)."""
         if not self._pending:
             return True
-        stats = torch.stack(self._pending).cpu()
+        stats = torch.stack(self._pending)
+        if self.world_size > 1:  # the mean over processes, so that every process takes the same decisions
+            stats = distributed.mean_over_ranks(stats)
+        stats = stats.cpu()
         first_step = self.step - len(self._pending) + 1
         self._pending = []
         # losses only: a step fp16's GradScaler skips has inf gradient norms but is not a divergence
@@ -384,6 +443,8 @@ class Trainer:
     def _stop_diverged(self) -> "Trainer":
         self.elapsed, self._started = self.elapsed_seconds, None
         self.status = "diverged"
+        if not self.is_main:
+            return self
         step = self.history["events"][-1]["step"]
         kept = (f"the last good checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.is_file()
                 else "no checkpoint had been written yet")
@@ -405,7 +466,7 @@ class Trainer:
             values = h[key][(epoch - 1) * spe: epoch * spe]
             h["epoch"][key].append(sum(values) / max(1, len(values)))
         self.save_samples()
-        if self.config.eval_every and epoch % self.config.eval_every == 0:
+        if self.config.eval_every and epoch % self.config.eval_every == 0 and self.is_main:
             self.evaluate()
         if epoch % self.config.checkpoint_every == 0:
             self.save()
@@ -436,6 +497,8 @@ class Trainer:
         path = self.out_dir / "frames" / f"step_{self.step:07d}.png"
         if self.history["samples"] and self.history["samples"][-1]["step"] == self.step:
             return path  # already drawn at this step (sample_every and the epoch end coincide)
+        if not self.is_main:  # under torchrun, rank 0 draws
+            return path
         save_grid(self.fixed_samples(), path, nrow=4)
         self.history["samples"].append({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3),
                                         "file": str(path.relative_to(self.out_dir))})
@@ -446,7 +509,9 @@ class Trainer:
         return generate(self.sampling_generator(), num, seed=seed, device=self.device)
 
     def write_outputs(self) -> None:
-        """Loss plots, D outputs, a sample grid and the training GIF into the run folder."""
+        """Loss plots, D outputs, a sample grid and the training GIF into the run folder (rank 0 under torchrun)."""
+        if not self.is_main:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         plot_losses(self.history, save_to=self.out_dir / "losses.png", show=False)
         plot_d_outputs(self.history, save_to=self.out_dir / "d_outputs.png", show=False)
