@@ -171,7 +171,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate}
+def _train_or_torchrun(args: argparse.Namespace) -> int:
+    """``train``; under ``torchrun --nproc_per_node N`` one of N processes training together (DistributedDataParallel:
+    see dcgan_utils/distributed.py and the README's "More than one GPU")."""
+    from .distributed import torchrun_session
+
+    with torchrun_session(args.device or "auto"):
+        return _train(args)
+
+
+COMMANDS = {"train": _train_or_torchrun, "sample": _sample, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

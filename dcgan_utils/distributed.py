@@ -20,6 +20,7 @@ collective operations, so its results stay exactly what they were.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -76,6 +77,28 @@ def init_from_env(device: str = "auto") -> str | None:
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend)
     return backend
+
+
+@contextlib.contextmanager
+def torchrun_session(device: str = "auto"):
+    """Around one command: join torchrun's process group when there is one (announced by rank 0), silence the
+    other ranks' stdout (rank 0 speaks for the run), and leave the group at the end, whatever happens."""
+    backend = init_from_env(device)
+    try:
+        if backend is None:
+            yield
+            return
+        where = "one GPU each, cuda:LOCAL_RANK" if backend == "nccl" else "CPU"
+        if is_main():
+            print(f"torchrun: {world_size()} processes ({backend}, {where}); each trains on its own batch_size "
+                  f"images per step (a step takes {world_size()} x batch_size); rank 0 writes the outputs",
+                  flush=True)
+            yield
+        else:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                yield
+    finally:
+        shutdown()
 
 
 def shutdown() -> None:

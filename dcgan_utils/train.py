@@ -93,6 +93,9 @@ class Trainer:
                              + ": lower the batch size")
         # the last partial batch is dropped; under torchrun a step takes batch_size images on every process
         self.steps_per_epoch = len(self.data) // (c.batch_size * self.world_size)
+        if self.world_size > 1 and self.is_main:
+            print(f"{self.world_size} processes on {self.device.type}: batch size {c.batch_size} on each, "
+                  f"{c.batch_size * self.world_size} images per step, {self.steps_per_epoch} steps per epoch")
 
         self.generator, self.discriminator = build_models(**model_kwargs(asdict(c), self.data.channels))
         memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
