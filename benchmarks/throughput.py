@@ -7,8 +7,15 @@ separately, one G forward per step, D's weight gradients accumulated (and thrown
 dataset is built offline from the shipped subset (data/mnist_subset.npz), one PIL image per item, so the
 per-image decode/resize/normalise cost is real.
 
-"Ours" is exactly what ``Trainer.fit`` does per step: index the resident uint8 batch, scale it to [-1, 1], call
-``Trainer.train_step``, and sync the statistics to the host every ``LOG_EVERY`` steps.
+"Ours" is the Trainer's own step, not a copy of it: ``Trainer.fit_step``, the very method ``Trainer.fit`` calls once
+per step (this process's resident uint8 batch of the epoch order, scaled to [-1, 1]; ``Trainer.train_step``; the
+history synced to the host every ``LOG_EVERY`` steps), on the real shipped digits.
+
+``--process-steps N`` also times whole processes, start to exit, each in a fresh Python: ``python -m dcgan_utils
+train ... --max-steps N`` against the reference loop as a script of its own (this file with a hidden flag) running N
+steps and saving G and D at the end. Those seconds include what a run costs besides its steps: importing torch,
+loading and preparing the data, building the networks, CUDA start-up and cuDNN autotuning (or torch.compile), and
+for ours also the fixed-latent frames, per-epoch checkpoints, loss plots, sample grid and GIF it writes.
 
 Both sides are warmed up, then timed in alternating rounds (reference, ours, reference, ours, ...), so that load
 from other processes on a shared machine hits both alike: the ratio is fair even when the absolute images/s are
@@ -19,11 +26,14 @@ process per side (VmHWM; DataLoader workers not counted), since a process's peak
     python benchmarks/throughput.py                        # CPU (and CUDA when present), the default configs
     python benchmarks/throughput.py --configs seed32-w128 --precision bf16 --channels-last
     python benchmarks/throughput.py --configs seed32-w128 --profile   # torch.profiler tables of both loops
+    python benchmarks/throughput.py --device cuda --configs seed32 --batch-size 128 --precision bf16 \
+        --channels-last --process-steps 300                            # + whole-process seconds for 300 steps
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -41,7 +51,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dcgan_utils import ImageData, Trainer, build_models  # noqa: E402
-from dcgan_utils.train import LOG_EVERY  # noqa: E402
 
 # name -> (image_size, width): the seed 000 networks ("dcgan" arch) at the seed's and at reduced widths.
 CONFIGS = {
@@ -50,6 +59,8 @@ CONFIGS = {
     "seed32-w128": (32, 128),    # the CPU profile's width
     "paper64": (64, 1024),       # the DCGAN paper's 64x64 net, filters 1024/512/256/128
     "paper64-w128": (64, 128),
+    "tiny32": (32, 16),          # for tests (tools/gpu_check.py --quick)
+    "tiny64": (64, 16),
 }
 DEFAULT_CONFIGS = ("seed32", "seed32-w256", "seed32-w128", "paper64")
 
@@ -123,27 +134,23 @@ class ReferenceLoop:
 
 # ----------------------------------------------------------------------------------------------- ours
 class OurLoop:
-    """The per-step work of ``Trainer.fit``: resident batch, ``train_step``, a host sync every LOG_EVERY steps."""
+    """``Trainer.fit``'s own step, ``Trainer.fit_step``, walking the epochs' orders as ``fit`` does."""
 
     def __init__(self, trainer: Trainer):
-        self.trainer, self.position = trainer, 0
-        self.order = torch.randperm(len(trainer.data), device=trainer.device)
-        self.pending: list[torch.Tensor] = []
+        self.trainer, self.epoch, self.index = trainer, 0, 0
+        self.order = trainer._epoch_order(0)
 
     def step(self) -> None:
-        t, b = self.trainer, self.trainer.config.batch_size
-        if self.position + b > len(self.order):
-            self.position = 0
-        real = t.data.batch(self.order[self.position:self.position + b])
-        self.position += b
-        self.pending.append(t.train_step(real.contiguous(memory_format=t.memory_format)))
-        if len(self.pending) >= LOG_EVERY:
-            self.flush()
+        t = self.trainer
+        if self.index == t.steps_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+            self.order = t._epoch_order(self.epoch)
+        t.fit_step(self.order, self.index)  # train_step, and the history synced every LOG_EVERY steps
+        self.index += 1
 
     def flush(self) -> None:
-        if self.pending:
-            torch.stack(self.pending).cpu()
-            self.pending = []
+        """What ``fit`` does at the end of an epoch: the pending statistics to the host (one sync)."""
+        self.trainer._flush(None)
 
 
 # ----------------------------------------------------------------------------------------------- harness
@@ -176,7 +183,7 @@ def build(config: str, device: torch.device, args, sides=("ref", "ours")) -> dic
         trainer = Trainer(out_dir=tempfile.mkdtemp(prefix="bench_"), data=data, resume=False, progress=False,
                           dataset="mnist", image_size=image_size, width=width, batch_size=args.batch_size,
                           device=device.type, precision=args.precision, channels_last=args.channels_last,
-                          compile=args.compile, seed=0)
+                          compile=args.compile, seed=0, collapse_window=10 ** 9)  # no collapse warnings mid-benchmark
         G.load_state_dict(trainer.generator.state_dict())
         D.load_state_dict(trainer.discriminator.state_dict())
         loops["ours"] = OurLoop(trainer)
@@ -288,6 +295,68 @@ def _profile(config: str, ref: ReferenceLoop, ours: OurLoop, device: torch.devic
         print(prof.key_averages().table(sort_by=sort, row_limit=18, max_name_column_width=40))
 
 
+# ----------------------------------------------------------------------------------------------- whole processes
+@dataclass
+class ProcessResult:
+    config: str
+    device: str
+    batch_size: int
+    options: str
+    steps: int
+    ref_seconds: float | None  # start to exit of a fresh Python; None if it failed or timed out
+    ours_seconds: float | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ref_seconds / self.ours_seconds if self.ref_seconds and self.ours_seconds else None
+
+
+def _wall(cmd: list[str], timeout: float, env: dict) -> tuple[float | None, str]:
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f} s"
+    if done.returncode != 0:
+        return None, f"exit {done.returncode}: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    return time.perf_counter() - start, ""
+
+
+def measure_processes(config: str, device: torch.device, args) -> ProcessResult:
+    """Seconds from start to exit for ``--process-steps`` steps: the reference as a script, then our CLI."""
+    image_size, width = CONFIGS[config]
+    n = args.process_steps
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    ref = [sys.executable, str(Path(__file__).resolve()), "--_reference-process", config, "--device", device.type,
+           "--batch-size", str(args.batch_size), "--process-steps", str(n), "--ref-workers", str(args.ref_workers)]
+    with tempfile.TemporaryDirectory(prefix="bench_proc_") as out:
+        ours = [sys.executable, "-m", "dcgan_utils", "train", "--dataset", "mnist", "--source", "subset",
+                "--image-size", str(image_size), "--width", str(width), "--batch-size", str(args.batch_size),
+                "--max-steps", str(n), "--device", device.type, "--precision", args.precision, "--no-progress",
+                "--no-resume", "--seed", "0", "--out", out] + (["--channels-last"] if args.channels_last else []) + (
+                   ["--compile"] if args.compile else [])
+        ref_s, ref_note = _wall(ref, args.process_timeout, env)
+        ours_s, ours_note = _wall(ours, args.process_timeout, env)
+    note = "; ".join(f"{side}: {text}" for side, text in (("ref", ref_note), ("ours", ours_note)) if text)
+    return ProcessResult(config, device.type, args.batch_size, _options(args), n, ref_s, ours_s, note)
+
+
+def _reference_process(args) -> None:
+    """The reference loop as a whole program: build, N steps, save G and D (as pytorch/examples does per epoch)."""
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    image_size, width = CONFIGS[args._reference_process]
+    torch.manual_seed(0)
+    G, D = build_models("dcgan", image_size, 1, width=width)
+    loop = ReferenceLoop(G.to(device), D.to(device), image_size, args.batch_size, device, args.ref_workers)
+    for _ in range(args.process_steps):
+        loop.step()
+    with tempfile.TemporaryDirectory(prefix="bench_ref_") as out:
+        torch.save({"G": G.state_dict(), "D": D.state_dict()}, Path(out) / "checkpoint.pt")
+
+
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -301,7 +370,7 @@ def hardware(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
-def main(argv: list[str] | None = None) -> list[Result]:
+def main(argv: list[str] | None = None) -> list[Result | ProcessResult]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Configurations: " + ", ".join(f"{k} ({s}x{s}, width {w})"
@@ -323,11 +392,19 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-RSS subprocesses")
     p.add_argument("--memory-steps", type=int, default=3, help="steps of each CPU peak-RSS process (default: 3)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of both loops")
+    p.add_argument("--process-steps", type=int, default=0,
+                   help="also time whole processes (start to exit) of N steps each: our CLI vs the reference as a "
+                        "script (default 0: off)")
+    p.add_argument("--process-timeout", type=float, default=1800, help="seconds before a timed process is stopped")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--_reference-process", dest="_reference_process", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--_memory-side", dest="_memory_side", choices=("ref", "ours"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args._reference_process:
+        _reference_process(args)
+        return []
     if args._memory_side:
         _memory_side(args)
         return []
@@ -349,8 +426,21 @@ def main(argv: list[str] | None = None) -> list[Result]:
             print(f"{r.config:<13} {r.device:<6} {r.batch_size:>5} {r.options:<22} {r.ref_ips:9.1f} "
                   f"{r.ours_ips:10.1f} {r.ratio:5.2f}x {mem(r.ref_mem_mb)} {mem(r.ours_mem_mb)} "
                   f"{r.ref_ips_cpu:13.1f} {r.ours_ips_cpu:14.1f}", flush=True)
+    if args.process_steps:
+        print(f"\nWhole processes, {args.process_steps} steps each, start to exit (imports, data, start-up and, for "
+              "ours, frames/checkpoints/plots/GIF included; one run per side, so outside load is not evened out):")
+        print(f"{'config':<13} {'device':<6} {'batch':>5} {'ours options':<22} {'ref s':>8} {'ours s':>8} {'ratio':>6}")
+        for device in devices:
+            for config in args.configs:
+                r = measure_processes(config, device, args)
+                results.append(r)
+                sec = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
+                ratio = f"{r.ratio:5.2f}x" if r.ratio else f"{'-':>6}"
+                print(f"{r.config:<13} {r.device:<6} {r.batch_size:>5} {r.options:<22} {sec(r.ref_seconds)} "
+                      f"{sec(r.ours_seconds)} {ratio} {r.note}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps([{**r.__dict__, "ratio": r.ratio} for r in results], indent=1))
+        Path(args.json).write_text(json.dumps([{**r.__dict__, "kind": "process" if isinstance(r, ProcessResult)
+                                                else "step", "ratio": r.ratio} for r in results], indent=1))
     return results
 
 
