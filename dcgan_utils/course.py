@@ -3,8 +3,9 @@
 * :func:`budget`: how long to train on this machine (CI's fast mode, a CPU, a GPU), with a sentence saying so.
 * :data:`COURSE_RUNS` and :func:`find_or_train`: a later notebook uses the run notebook 02 or 03 trained, and
   trains exactly that run (same settings, same folder) when it is missing, then checks it is usable.
-* :func:`show_frames`, :func:`legends_outside`, :func:`eval_table`, :func:`cli_command`,
-  :func:`checkerboard_score`, :func:`most_influential_dims`: figures and measurements used by more than one notebook.
+* :func:`show_frames`, :func:`epoch_table`, :func:`legends_outside`, :func:`eval_table`, :func:`cli_command`,
+  :func:`checkerboard_score`, :func:`most_influential_dims`: figures and measurements used by more than one
+  notebook.
 """
 from __future__ import annotations
 
@@ -197,6 +198,20 @@ def show_frames(history: dict, run_dir: str | Path, count: int = 6, title: str =
         fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig, None, True)
+
+
+def epoch_table(history: dict, every: int = 1) -> None:
+    """Print the per-epoch means (losses, D(x), D(G(z)), G's gradient norm) of every ``every``-th epoch and the
+    last, then the largest one-batch G loss: the numbers a notebook's prose about its curves points at."""
+    e = history["epoch"]
+    print(f"{'epoch':>6} {'step':>6} {'G loss':>7} {'D loss':>7} {'D(x)':>6} {'D(G(z))':>8} {'|grad G|':>9}")
+    for i in range(len(e["epoch"])):
+        if i % every == 0 or i == len(e["epoch"]) - 1:
+            print(f"{e['epoch'][i]:>6g} {e['step'][i]:>6} {e['loss_g'][i]:>7.2f} {e['loss_d'][i]:>7.2f} "
+                  f"{e['d_real'][i]:>6.2f} {e['d_fake'][i]:>8.2f} {e['grad_norm_g'][i]:>9.2f}")
+    if history["loss_g"]:
+        worst = max(range(len(history["loss_g"])), key=history["loss_g"].__getitem__)
+        print(f"largest one-batch G loss: {history['loss_g'][worst]:.2f} at step {history['step'][worst]}")
 
 
 def legends_outside(fig):

@@ -44,16 +44,22 @@ def test_find_or_train_trains_the_notebooks_run_once_then_reuses_it(tmp_path, ti
 
 
 def test_course_runs_match_their_notebooks_parameters():
+    """A later notebook's find_or_train trains exactly the run the notebook's parameters cell sets."""
+    import ast
     import json
-    import re
     from pathlib import Path
 
     for name, run in COURSE_RUNS.items():
-        nb = json.loads((Path(__file__).parent.parent / "notebooks" / f"{name}.ipynb").read_text())
+        nb = json.loads((Path(__file__).parent.parent / "notebooks" / f"{run.notebook_file}.ipynb").read_text())
         params = next("".join(c["source"]) for c in nb["cells"]
                       if "parameters" in c.get("metadata", {}).get("tags", []))
-        assert re.search(rf'^DATASET = "{run.dataset}"', params, re.M)
-        assert re.search(rf"^IMAGE_SIZE = {run.image_size}\b", params, re.M)
+        values = {node.targets[0].id: node.value for node in ast.parse(params).body
+                  if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+        assert ast.literal_eval(values["DATASET"]) == run.dataset, name
+        assert ast.literal_eval(values[run.size_parameter]) == run.image_size, name
+        for parameter, budget_there in ((run.cpu_parameter, run.cpu), ("GPU_BUDGET", run.gpu)):
+            if parameter in values:  # a notebook whose budgets are parameters must set the same ones
+                assert ast.literal_eval(values[parameter]) == budget_there, (name, parameter)
 
 
 def test_run_problems_flags_a_run_where_d_had_won(tmp_path, tiny_course_run):
@@ -112,6 +118,38 @@ def test_show_frames_and_eval_table_draw_and_measure(tmp_path, tiny_course_run, 
     assert results["tiny"]["num"] == 50 and results["tiny"]["fd"] > 0
     assert eval_table({"tiny": trainer.sampling_generator()}, "folder", extra={"tiny": {"a": "1"}}) == {}
     assert "no evaluation classifier for 'folder'" in capsys.readouterr().out
+
+
+def test_legends_outside_moves_every_legend_off_the_axes():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2)
+    for ax in axes:
+        ax.plot([0, 1], [1, 0], label="a")
+        ax.legend(loc="upper right")
+    assert course.legends_outside(fig) is fig  # outside Jupyter the figure is returned
+    fig.canvas.draw()
+    for ax in axes:
+        legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.x0 >= box.x1  # to the right of the plotting area, covering none of it
+    plt.close(fig)
+
+
+def test_epoch_table_prints_the_epoch_means_and_the_worst_batch(capsys):
+    h = new_history()
+    h["step"], h["loss_g"] = [1, 2, 3, 4], [1.0, 7.5, 2.0, 1.5]
+    for i, epoch in enumerate((1, 2, 3)):
+        for key, value in (("epoch", epoch), ("step", 10 * epoch), ("loss_g", 2.0), ("loss_d", 0.5),
+                           ("d_real", 0.8), ("d_fake", 0.2), ("grad_norm_g", 3.0 + i)):
+            h["epoch"][key].append(value)
+    course.epoch_table(h, every=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["epoch", "step"]
+    assert [line.split()[0] for line in lines[1:-1]] == ["1", "3"]  # every 2nd epoch, and the last
+    assert lines[1].split() == ["1", "10", "2.00", "0.50", "0.80", "0.20", "3.00"]
+    assert lines[-1] == "largest one-batch G loss: 7.50 at step 2"
 
 
 def test_hardware_summary_names_the_device():
