@@ -28,6 +28,7 @@ MAX_BYTES = 3 * 1024 * 1024
 # other work shares the cores (pytest itself, a busy CI machine) two spinning threads made steps ~10x slower.
 KERNEL_THREADS = "1"
 REQUIRED_PARAMETERS = ("FAST", "DEVICE", "RUNS_DIR")
+NBVAL_TAG = "nbval-check-output"  # nbval compares these cells' outputs (with --nbval-lax, only these)
 # Absolute local paths that must never be committed: this machine's, a home folder, a temp folder.
 LOCAL_PATH = re.compile(r"(/work/|/tmp/|/home/\w|/root/|/Users/\w|[A-Z]:\\\\Users)")
 
@@ -111,10 +112,12 @@ def test_notebook_runs_in_fast_mode(notebook, shared_runs_dir, tmp_path):
 # ------------------------------------------------------------------------------------------- (b) nbval
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=ids)
 def test_committed_outputs_still_match(notebook, shared_runs_dir):
-    """nbval --nbval-lax re-runs the notebook (fast mode) and compares the cells marked # NBVAL_CHECK_OUTPUT."""
+    """nbval --nbval-lax re-runs the notebook (fast mode) and compares the cells tagged nbval-check-output (a cell
+    tag rather than a comment, so students don't see test markup in their cells)."""
     nb = nbformat.read(notebook, as_version=4)
-    if not any("# NBVAL_CHECK_OUTPUT" in c.source for c in _code_cells(nb)):
-        pytest.skip(f"{notebook.name} has no # NBVAL_CHECK_OUTPUT cell")
+    assert not any("NBVAL_CHECK_OUTPUT" in c.source for c in _code_cells(nb)), "use the nbval-check-output tag"
+    if not any(NBVAL_TAG in c.metadata.get("tags", []) for c in _code_cells(nb)):
+        pytest.skip(f"{notebook.name} has no cell tagged {NBVAL_TAG}")
     env = {**os.environ, "DCGAN_FAST": "1", "DCGAN_RUNS_DIR": str(shared_runs_dir),
            "OMP_NUM_THREADS": KERNEL_THREADS, "MKL_NUM_THREADS": KERNEL_THREADS}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
