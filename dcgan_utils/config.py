@@ -116,7 +116,8 @@ class TrainConfig:
         "auto: bf16 autocast on CUDA GPUs and CPUs with fast bf16 (AMX/AVX512-BF16), else fp32; fp16 uses a "
         "GradScaler (CUDA)", choices=PRECISIONS))
     channels_last: bool | None = field(default=None, metadata=_help(
-        "channels_last memory format (unset: on with bf16, off with fp32)"))
+        "channels_last memory format (unset: on with bf16, off with fp32 and with --compile, whose compiled "
+        "backward failed a stride check with channels_last on an H100)"))
     compile: bool = field(default=False, metadata=_help("torch.compile G and D"))
     sample_every: int = field(default=0, metadata=_help("also save the fixed-latent grid every N steps"))
     checkpoint_every: int = field(default=1, metadata=_help("epochs between checkpoints"))
@@ -242,7 +243,7 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
         config.epochs = DEFAULT_EPOCHS
     config.precision = resolve_precision(config.precision, device)
     if config.channels_last is None:
-        config.channels_last = config.precision != "fp32"
+        config.channels_last = config.precision != "fp32" and not config.compile
     return config, note
 
 

@@ -46,15 +46,17 @@ BEGIN = "<!-- gpu_check:begin"
 END = "<!-- gpu_check:end -->"
 BEGIN_LINE = BEGIN + " (written by tools/gpu_check.py: everything up to the end marker is replaced) -->"
 
-# label, precision, channels_last, compile: ours; the reference loop is fp32 in every row
-VARIANTS = [
-    ("fp32", "fp32", False, False),
-    ("fp32 + channels_last", "fp32", True, False),
-    ("AMP bf16", "bf16", False, False),
-    ("AMP bf16 + channels_last (GPU default)", "bf16", True, False),
-    ("AMP fp16 + channels_last (GradScaler)", "fp16", True, False),
-    ("AMP bf16 + channels_last + torch.compile", "bf16", True, True),
-]
+# name: (label, precision, channels_last, compile) of ours; the reference loop is fp32 in every row
+VARIANTS = {
+    "fp32": ("fp32", "fp32", False, False),
+    "fp32-cl": ("fp32 + channels_last", "fp32", True, False),
+    "bf16": ("AMP bf16", "bf16", False, False),
+    "bf16-cl": ("AMP bf16 + channels_last (GPU default)", "bf16", True, False),
+    "fp16-cl": ("AMP fp16 + channels_last (GradScaler)", "fp16", True, False),
+    "compile": ("AMP bf16 + torch.compile (the default with --compile: no channels_last)", "bf16", False, True),
+    "compile-cl": ("AMP bf16 + channels_last + torch.compile", "bf16", True, True),
+}
+QUICK_VARIANTS = ("fp32", "bf16-cl", "fp16-cl")  # fp16's refusal on a CPU; no torch.compile (minutes of C++ there)
 NETWORKS = {"seed32": "32x32, width 1024 (seed 000)", "paper64": "64x64, width 1024 (DCGAN paper)",
             "tiny32": "32x32, width 16 (--quick)", "tiny64": "64x64, width 16 (--quick)"}
 
@@ -214,8 +216,7 @@ def part_steps(report: Report, deadline: float) -> None:
     import throughput
 
     a, dev = report.args, report.device
-    # --quick: fp32, the GPU default and fp16's refusal; no torch.compile (minutes of C++ compilation on a CPU)
-    variants = [v for i, v in enumerate(VARIANTS) if not a.quick or i in (0, 3, 4)]
+    variants = [VARIANTS[name] for name in a.variants]
     plan = [(cfg, v) for v in variants if not v[3] for cfg in a.configs] + \
            [(cfg, v) for v in variants if v[3] for cfg in a.configs]  # the compiled runs last: the slowest
     for cfg, (label, precision, channels_last, compiled) in plan:
@@ -223,7 +224,7 @@ def part_steps(report: Report, deadline: float) -> None:
         if precision == "fp16" and dev.type != "cuda":
             report.steps.append({**row, "note": "skipped: fp16 with a GradScaler needs CUDA"})
             continue
-        left, needs = deadline - time.monotonic(), (150 if compiled else 20) * (0.1 if a.quick else 1)
+        left, needs = deadline - time.monotonic(), (100 if compiled else 15) * (0.1 if a.quick else 1)
         if left < needs:
             report.steps.append({**row, "note": f"skipped: out of time ({left:.0f} s left of this part's share of "
                                                "--minutes)"})
@@ -290,7 +291,10 @@ def part_mnist(report: Report, deadline: float) -> None:
     trainer = Trainer(out_dir=run_dir, dataset="mnist", source="subset", image_size=32, device=dev.type, seed=0,
                       max_minutes=minutes, resume=False, **size)
     c = trainer.config
-    report.mnist = {"call": ", ".join(f"{k}={v}" for k, v in size.items() if k != "sample_every"), "width": c.width,
+    from dcgan_utils.models import SEED_WIDTHS
+
+    width = c.width if c.width else f"{SEED_WIDTHS[c.arch][0]} (the seed's)"
+    report.mnist = {"call": ", ".join(f"{k}={v}" for k, v in size.items() if k != "sample_every"), "width": width,
                     "batch_size": c.batch_size, "precision": c.precision, "channels_last": c.channels_last,
                     "steps_per_epoch": trainer.steps_per_epoch}
     trainer.fit()
@@ -327,6 +331,8 @@ def parse(argv: list[str] | None):
     p.add_argument("--img-dir", type=Path, default=REPO / "docs" / "img", help="where the PNGs go (default docs/img)")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.add_argument("--skip", nargs="+", default=[], choices=("steps", "processes", "mnist"), help="parts to leave out")
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=None,
+                   help=f"our step's variants in part 1 (default: all; --quick: {' '.join(QUICK_VARIANTS)})")
     p.add_argument("--batch-size", type=int, default=None, help="both loops (default 128; --quick: 16)")
     p.add_argument("--rounds", type=int, default=None, help="alternating timed rounds per side (default 2)")
     p.add_argument("--round-seconds", type=float, default=1.5, help="length of one round (default 1.5)")
@@ -344,6 +350,8 @@ def parse(argv: list[str] | None):
         if getattr(args, name) is None:
             setattr(args, name, quick if q else full)
     args.configs = ["tiny32"] if q else ["seed32", "paper64"]
+    if args.variants is None:
+        args.variants = list(QUICK_VARIANTS if q else VARIANTS)
     return p, args
 
 
@@ -368,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_doc(report)
         # each part's share of the time left when it starts (what one leaves unused goes to the next)
-        parts = [("steps", part_steps, 0.5), ("processes", part_processes, 0.3), ("mnist", part_mnist, 1.0)]
+        parts = [("steps", part_steps, 0.6), ("processes", part_processes, 0.35), ("mnist", part_mnist, 1.0)]
         for name, part, share in parts:
             if name in args.skip:
                 continue
