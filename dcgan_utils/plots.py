@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import atomic_write
+from .progress import _in_notebook
+
 G_COLOR, D_COLOR = "red", "blue"
 
 
@@ -21,21 +24,13 @@ def _plt():
     return plt
 
 
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
-    except Exception:
-        return False
-
-
 def _finish(fig, save_to: str | Path | None, show: bool):
     plt = _plt()
     fig.tight_layout()
-    if save_to is not None:
-        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_to, dpi=100)
+    if save_to is not None:  # atomically: a full disk or a planted symlink never leaves a half/redirected file
+        save_to = Path(save_to)
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(save_to, lambda f: fig.savefig(f, dpi=100, format=save_to.suffix[1:] or "png"))
     if show and _in_notebook():
         plt.show()
         return None
@@ -104,13 +99,13 @@ def grid_image(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndar
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
-    """Write a grid of (N, C, H, W) images in [-1, 1] as a PNG."""
+    """Write a grid of (N, C, H, W) images in [-1, 1] as a PNG (atomically, see checkpoint.atomic_write)."""
     import imageio.v3 as iio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, grid_image(images, nrow=nrow))
-    return path
+    encoded = iio.imwrite("<bytes>", grid_image(images, nrow=nrow), extension=path.suffix or ".png")
+    return atomic_write(path, lambda f: f.write(encoded))
 
 
 def show_images(images: torch.Tensor, nrow: int = 8, title: str = "", labels: list[str] | None = None,
@@ -152,8 +147,8 @@ def make_gif(run_dir: str | Path, path: str | Path | None = None, seconds_per_fr
     images = [iio.imread(f) for f in frames]
     durations = [seconds_per_frame * 1000] * (len(images) - 1) + [1500]  # hold the last frame
     path = Path(path) if path else run_dir / "training.gif"
-    iio.imwrite(path, np.stack(images), extension=".gif", duration=durations, loop=0)
-    return path
+    encoded = iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=durations, loop=0)
+    return atomic_write(path, lambda f: f.write(encoded))
 
 
 def show_gif(path: str | Path, width: int = 300):
