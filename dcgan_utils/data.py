@@ -31,6 +31,7 @@ import gzip
 import os
 import re
 import socket
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import SUPPORTED_SIZES
+from .progress import progress_mode
 
 REPO_DATA_DIR = Path(os.environ.get("DCGAN_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
 DATASETS = ("mnist", "fashion-mnist", "folder", "emoji-faces", "celeba")
@@ -145,23 +147,47 @@ def resize_uint8(images: torch.Tensor, image_size: int, chunk: int = 4096) -> to
     return out
 
 
+MAX_IDX_BYTES = 1 << 30  # 1 GiB: 20x full MNIST's training images; a header or a gzip claiming more is refused
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the original MNIST format), gzipped or not."""
+    """Read an IDX file (the original MNIST format), gzipped or not.
+
+    The header's shape is checked before any data is read: every dimension at least 1, at most
+    :data:`MAX_IDX_BYTES` in all, and (uncompressed) the file's length; a gzip is decompressed only up to the
+    declared size plus one byte, so a small file that would expand to gigabytes is refused quickly.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
+    redownload = "delete it and download it again"
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:
-        raise DatasetError(f"{path} is unreadable or corrupt ({err}); delete it and download it again") from err
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DatasetError(f"{path} is not an IDX file of unsigned bytes; delete it and download it again")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(shape)):
-        raise DatasetError(f"{path} is truncated: expected {int(np.prod(shape))} bytes of data, found "
-                           f"{len(raw) - offset}; delete it and download it again")
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape).copy()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08 or not 1 <= head[3] <= 4:
+                raise DatasetError(f"{path} is not an IDX file of unsigned bytes; {redownload}")
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise DatasetError(f"{path} is truncated inside its header; {redownload}")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+            expected = int(np.prod(shape, dtype=np.int64)) if all(shape) else 0
+            if not expected:
+                raise DatasetError(f"{path} declares an empty array (shape {shape}): every dimension must be at "
+                                   f"least 1; {redownload}")
+            if expected > MAX_IDX_BYTES:
+                raise DatasetError(f"{path} declares {expected:,} bytes of data (shape {shape}), more than the "
+                                   f"{MAX_IDX_BYTES:,} an MNIST-like file can need; {redownload}")
+            offset = 4 + 4 * head[3]
+            size = os.fstat(f.fileno()).st_size - offset if opener is open else None
+            raw = b"" if size is not None and size != expected else f.read(expected + 1)  # a longer gzip stops here
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DatasetError(f"{path} is unreadable or corrupt ({err}); {redownload}") from err
+    found = size if size is not None else len(raw)
+    if found < expected:
+        raise DatasetError(f"{path} is truncated: its header declares {expected:,} bytes of data (shape {shape}), "
+                           f"it holds {found:,}; {redownload}")
+    if found > expected:
+        raise DatasetError(f"{path} does not match its header: it declares {expected:,} bytes of data (shape "
+                           f"{shape}) and holds more; {redownload}")
+    return np.frombuffer(raw, np.uint8).reshape(shape).copy()
 
 
 def _find_idx(folder: Path, split: str) -> tuple[Path, Path] | None:
@@ -261,9 +287,13 @@ def _read_images(files: list[Path], image_size: int, channels: int, background: 
         raise ValueError(f"channels={channels}: use 3 (RGB) or 1 (grayscale)")
     background = _background_rgb(background)
     out = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
-    for i, path in enumerate(tqdm(files, desc=f"resizing {len(files)} images once", leave=False)):
+    for i, path in enumerate(tqdm(files, desc=f"resizing {len(files)} images once", leave=False,
+                                  disable=progress_mode() != "bar")):  # no bar redrawn into logs
         try:
-            with Image.open(path) as img:
+            with warnings.catch_warnings():  # PIL only warns between 1x and 2x its pixel limit: refuse those too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(path)
+            with img:
                 if img.format == "JPEG":
                     img.draft(None, (image_size, image_size))  # decode JPEGs at a reduced scale >= image_size
                 img = _to_8bit(ImageOps.exif_transpose(img), channels, background)
@@ -272,6 +302,9 @@ def _read_images(files: list[Path], image_size: int, channels: int, background: 
                 img = img.crop((left, top, left + side, top + side)).resize((image_size, image_size),
                                                                             Image.Resampling.BILINEAR)
                 arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DatasetError(f"{path} is too large to decode safely ({err}); shrink it or remove it from "
+                               f"{folder}") from err
         except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on broken files
             raise DatasetError(f"{path} is not a readable image ({err}); remove it from {folder}") from err
         out[i] = arr.unsqueeze(0) if channels == 1 else arr.permute(2, 0, 1)
@@ -474,5 +507,11 @@ def load_dataset(name: str = "mnist", image_size: int = 32, data_dir: str | Path
     images, labels, where = found
     if limit:
         images, labels = images[:limit], labels[:limit]
+    if images.shape[1] != images.shape[2]:  # never stretch: keep the centre square, as the folder loader does
+        h, w = images.shape[1:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        images = images[:, top:top + side, left:left + side]
+        print(f"{name} images from {where} are {h}x{w}, not square: using their centre {side}x{side} square")
     tensor = resize_uint8(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), image_size)
     return ImageData(tensor, torch.from_numpy(labels.astype(np.int64)), name, where).to(device)

@@ -358,12 +358,20 @@ def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bo
     classifier, info = load_classifier(dataset)
     data_dir = str(data_dir) if data_dir else None
     test = real_test_images(dataset, num, source, data_dir)
+    note, asked = None, num
     if len(test) < num:
-        print(f"Only {len(test)} real test images are available: measuring {len(test)} samples, not {num}")
+        where = test.origin.split(" in /")[0]
+        more = (" The shipped subset holds 1,000 test images; the full test set (10,000) needs source='full' "
+                "(CLI: --source full) or the IDX files in data_dir (--data-dir)." if "subset" in where else "")
+        note = (f"{num} samples were asked for but only {len(test)} real test images are available ({where}), "
+                f"so {len(test)} samples were measured.{more}")
+        print(note)
         images, num = images[:len(test)], len(test)
     distances = _distances_for(dataset, num, source, data_dir)
     result = {"dataset": dataset, "image_size": int(images.shape[-1]), **measure(images, distances, classifier),
               "classifier_accuracy": info["test_accuracy"], "real_set": f"{num} real test images ({test.origin.split(' in /')[0]})"}
+    if note:
+        result.update(num_requested=asked, note=note)
     if references:
         real_train = _real_sets(dataset, num, int(images.shape[-1]), source, data_dir)[1].batch(slice(None))
         noise = noise_images(num, int(images.shape[-1]), images.shape[1], seed=seed)
@@ -419,5 +427,6 @@ def format_result(result: dict) -> str:
     hist = ", ".join(f"{n}: {h:.0%}" for n, h in zip(names, result["class_histogram"]))
     return (f"{result['dataset']}, {result['num']} samples vs {result['real_set']}; classifier test accuracy "
             f"{result['classifier_accuracy']:.2%}\n{results_table(rows)}\nclass histogram of the samples: {hist}\n"
-            "FD/KID: classifier features, lower is better; not comparable with Inception FID in papers.")
+            "FD/KID: classifier features, lower is better; not comparable with Inception FID in papers."
+            + (f"\nNote: {result['note']}" if result.get("note") else ""))
 
