@@ -232,6 +232,20 @@ def _download(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
     return ds.data.numpy(), ds.targets.numpy(), f"torchvision download in {REPO_DATA_DIR}"
 
 
+_DOWNLOAD_FAILED: set[str] = set()
+
+
+def _download_reason(err: Exception) -> str:
+    """Why a torchvision download failed, in a few words (its own first line is often just 'Error downloading X:')."""
+    lines = [line.strip() for line in str(err.__cause__ or err).splitlines() if line.strip()]
+    text = " ".join(lines)
+    if any(word in text for word in ("urlopen error", "Name or service not known", "Temporary failure",
+                                     "Network is unreachable", "No address", "timed out", "Connection")):
+        return "no network connection"
+    first = lines[0] if lines else type(err).__name__
+    return first.rstrip(":") if len(first) > 25 else f"{first.rstrip(':')}: no network connection?"
+
+
 def _load_subset(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
     path = REPO_DATA_DIR / _SUBSET_FILES[name]
     if not path.is_file():
@@ -495,13 +509,14 @@ def load_dataset(name: str = "mnist", image_size: int = 32, data_dir: str | Path
                            f"{_TORCHVISION_DIRS[name]}/raw). " + _OFFLINE_HELP)
     if found is None and source == "full":
         found = _download(name, split)
-    elif found is None and source == "auto":
+    elif found is None and source == "auto" and name not in _DOWNLOAD_FAILED:
         try:
             found = _download(name, split)
         except DatasetError as err:
-            reason = str(err.__cause__ or err).splitlines()[0][:120]
-            print(f"Could not download {name} ({reason}). Using the real subset shipped in data/ instead "
-                  f"(9,000 train / 1,000 test images). For the full dataset offline, see load_dataset's data_dir.")
+            _DOWNLOAD_FAILED.add(name)  # once per dataset and process: no retry, no repeated message
+            print(f"Could not download {name} ({_download_reason(err)}). Using the real subset shipped in data/ "
+                  "instead (9,000 train / 1,000 test images). For the full dataset offline, see load_dataset's "
+                  "data_dir.")
     if found is None:
         found = _load_subset(name, split)
     images, labels, where = found

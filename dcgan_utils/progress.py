@@ -10,7 +10,8 @@ import sys
 import time
 
 PROGRESS_MODES = ("bar", "lines", "off")
-PROGRESS_LINE_SECONDS = 10.0
+PROGRESS_LINE_SECONDS = 10.0  # at least this long between two lines ...
+PROGRESS_LINE_SHARE = 0.1  # ... and, when the total is known, at least this share of it (about ten lines a run)
 
 
 def progress_mode(enabled: bool = True) -> str:
@@ -38,20 +39,24 @@ def progress_mode(enabled: bool = True) -> str:
 
 
 class ProgressLines:
-    """Progress for logs: a plain line every ``every`` seconds and a summary line when closed (steps done,
+    """Progress for logs: a plain line every ``every`` seconds (and every tenth of the run when its length is
+    known, so a notebook keeps about ten lines) and a summary line when closed (steps done,
     minutes, steps/s). Implements the part of tqdm's interface that :meth:`Trainer.fit` uses."""
 
     def __init__(self, total: int | None, initial: int = 0, desc: str = "", every: float = PROGRESS_LINE_SECONDS):
         self.total, self.n, self.initial, self.desc, self.every = total, initial, initial, desc, every
         self.start = self.last = time.perf_counter()
+        self.last_n = initial
         self.postfix: dict[str, str] = {}
         self.closed = False
 
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.perf_counter()
-        if now - self.last >= self.every:
-            self.last = now
+        step_due = not self.total or self.n - self.last_n >= PROGRESS_LINE_SHARE * self.total
+        every = self.every if self.total else max(self.every, 3 * PROGRESS_LINE_SECONDS)  # a time budget: fewer
+        if now - self.last >= every and step_due:
+            self.last, self.last_n = now, self.n
             print(self._line(now), flush=True)
 
     def set_postfix(self, refresh: bool = True, **values) -> None:

@@ -98,10 +98,17 @@ def test_auto_falls_back_to_the_subset_when_offline(tmp_path, monkeypatch, capsy
     from torchvision import datasets
 
     monkeypatch.setattr(data_module, "_load_idx", lambda *args: None)  # as if no full copy were on disk
-    monkeypatch.setattr(datasets, "MNIST", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("offline")))
+    monkeypatch.setattr(data_module, "_DOWNLOAD_FAILED", set())
+    monkeypatch.setattr(datasets, "MNIST", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried x, got:\n<urlopen error [Errno -3] "
+                     "Temporary failure in name resolution>")))
     data = load_dataset("mnist", 32, source="auto", limit=10)
     assert "shipped subset" in data.origin and len(data) == 10
-    assert "Using the real subset shipped in data/" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Using the real subset shipped in data/" in out
+    assert "Could not download mnist (no network connection)" in out  # a reason, not torchvision's empty one
+    load_dataset("mnist", 32, split="test", source="auto", limit=10)  # the same process: said once, not again
+    assert capsys.readouterr().out == ""
 
 
 def test_missing_subset_file_names_the_fix(tmp_path, monkeypatch):
