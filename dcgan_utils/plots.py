@@ -146,6 +146,8 @@ def make_gif(run_dir: str | Path, path: str | Path | None = None, seconds_per_fr
         frames = [frames[i] for i in sorted(set(keep))]
     images = [iio.imread(f) for f in frames]
     durations = [seconds_per_frame * 1000] * (len(images) - 1) + [1500]  # hold the last frame
+    if len(images) == 1:  # Pillow takes one frame's duration as a number, not a list (a run stopped at step 0)
+        durations = durations[0]
     path = Path(path) if path else run_dir / "training.gif"
     encoded = iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=durations, loop=0)
     return atomic_write(path, lambda f: f.write(encoded))
