@@ -1,7 +1,7 @@
 """dcgan_utils: the small package behind the DCGAN course notebooks.
 
-One module per job, data flowing one way: ``models`` (the seed architectures) and ``data`` (datasets as
-resident tensors) at the bottom; ``config`` (what defines a run, device and precision), ``checkpoint`` (atomic
+One module per job, data flowing one way: ``progress`` (bar, log lines or nothing), ``models`` (the seed
+architectures) and ``data`` (datasets as resident tensors) at the bottom; ``config`` (what defines a run, device and precision), ``checkpoint`` (atomic
 run-folder files, safe loading), ``sampling`` (latents to images) and ``diagnostics`` (reading a history, "D has
 won") on them; ``plots`` (figures and GIFs) and ``evaluate`` (FD/KID/class coverage); ``train`` (the training
 loop); then ``latent`` (walks and sliders), ``analysis`` (inside a trained GAN), ``course`` (the notebooks'

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -11,7 +13,13 @@ from .checkpoint import DiskFullError
 from .config import DEVICES, TrainConfig, pick_device
 from .data import SOURCES, DatasetError
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+# Exit status of `train`: 0 finished; 2 bad input or an error (one line on stderr, no traceback); 3 diverged;
+# 128 + the signal's number when stopped by a signal, after finishing the step and saving: 130 Ctrl-C (SIGINT),
+# 143 SIGTERM (kill, timeout, Docker, SLURM). Re-running the same command resumes.
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 143
+EXIT_STATUS_HELP = ("exit status: 0 finished; 2 bad input or an error (one line); 3 diverged; 130 stopped by Ctrl-C "
+                    "(SIGINT), 143 by SIGTERM (kill, timeout, Docker, SLURM): both finish the current step and save "
+                    "a checkpoint first, and running the same command again resumes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +41,11 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _user_path(text: str) -> str:
+    """A path argument with ``~`` expanded here, once (the library then sees a plain path)."""
+    return os.path.expanduser(text)
 
 
 def _finite_float(text: str) -> float:
@@ -83,33 +96,40 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a DCGAN. Writes OUT/checkpoint.pt, OUT/history.json, losses.png, "
                                    "d_outputs.png, samples.png, frames/ and training.gif. Re-running the same "
                                    "command resumes; budgets count the whole run, not the part after a resume. "
-                                   "A flag not given keeps the run's (or the default) value.")
+                                   "A flag not given keeps the run's (or the default) value.",
+                       epilog=EXIT_STATUS_HELP)
     _add_config_flags(t)
     t.add_argument("--seed-settings", dest="recipe", action="store_const", const="seed",
                    help="seed 000's code exactly as it ran (--recipe seed): PyTorch's default init, which fails "
                         "on 64x64 MNIST (notebook 09); explicit options still win")
-    t.add_argument("--out", required=True, help="run folder (created; resumed if it has checkpoint.pt)")
+    t.add_argument("--out", required=True, type=_user_path,
+                   help="run folder (created; resumed if it has checkpoint.pt; one trainer at a time)")
     t.add_argument("--no-resume", dest="resume", action="store_false",
-                   help="start over even if OUT has a checkpoint (the old run is moved aside)")
+                   help="start over even if OUT has a checkpoint: the old run's files are moved aside to "
+                        "OUT.old-YYYYmmdd-HHMMSS/, never deleted")
 
     s = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate N images: FILE.npz gets an array 'images' (float32, N x C x H x W, "
                                    "in [-1, 1]); FILE.png gets a grid.")
-    s.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt (or the run folder)")
-    s.add_argument("--num", type=_positive_int, default=64, help="number of images (default: 64)")
+    s.add_argument("--checkpoint", required=True, type=_user_path, help="RUN_DIR/checkpoint.pt (or the run folder)")
+    s.add_argument("--num", type=_positive_int, default=64,
+                   help="number of images (default: 64); a .npz is written in batches, so any number that fits on "
+                        "the disk works")
     s.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
     s.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
-    s.add_argument("--out", required=True, help="FILE.npz or FILE.png")
+    s.add_argument("--out", required=True, type=_user_path, help="FILE.npz or FILE.png")
 
     e = sub.add_parser("evaluate", help="measure a checkpoint's samples (FD, KID, class coverage)",
                        description="FD and KID in a small classifier's feature space (not comparable with "
                                    "Inception FID in papers), class coverage and confident share of N samples "
                                    "vs N real test images, with real-vs-real and noise reference rows. Prints "
                                    "JSON (or a table with --table).")
-    e.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt (or the run folder)")
-    e.add_argument("--num", type=_positive_int, default=1000, help="samples and real test images (default: 1000)")
-    e.add_argument("--data-dir", help="folder with the IDX files of the real test images")
+    e.add_argument("--checkpoint", required=True, type=_user_path, help="RUN_DIR/checkpoint.pt (or the run folder)")
+    e.add_argument("--num", type=_positive_int, default=1000,
+                   help="samples and real test images (default: 1000; capped, with a note, at the real test "
+                        "images available: 1,000 in the shipped subset, 10,000 in the full test set)")
+    e.add_argument("--data-dir", type=_user_path, help="folder with the IDX files of the real test images")
     e.add_argument("--source", choices=SOURCES, default="auto", help="where the real test images come from")
     e.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
     e.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
@@ -128,30 +148,77 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(out_dir=args.out, resume=args.resume, **typed)
     trainer.fit()
     h = trainer.history
-    print(f"{trainer.status}: step {trainer.step} (epoch {trainer.step / trainer.steps_per_epoch:.2f}), "
+    print(f"{trainer.status}: step {trainer.step} (epoch {trainer.epochs_trained:.2f}), "
           f"{trainer.elapsed / 60:.2f} min; last loss_G {h['loss_g'][-1] if h['loss_g'] else float('nan'):.3f}, "
           f"loss_D {h['loss_d'][-1] if h['loss_d'] else float('nan'):.3f}; outputs in {trainer.out_dir}")
-    return {"diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}.get(trainer.status, 0)
+    if trainer.status == "interrupted":
+        return EXIT_TERMINATED if trainer.stop_signal == signal.SIGTERM else EXIT_INTERRUPTED
+    return EXIT_DIVERGED if trainer.status == "diverged" else 0
+
+
+def _file_folder(out: Path) -> None:
+    """Create the folder of an output file, with a one-line error if a file stands where a folder must be."""
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create the folder {out.parent} ({err.strerror or err})") from err
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: name a .npz or .png file")
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import numpy as np
+    import shutil
 
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .checkpoint import atomic_write, load_generator
     from .plots import save_grid
-    from .checkpoint import load_generator
-    from .sampling import generate
+    from .sampling import generate, generate_batches, generate_from
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out {out}: use a .npz (array) or .png (grid) file name")
+    _file_folder(out)
     generator, _ = load_generator(args.checkpoint, device=pick_device(args.device), ema=args.ema)
-    images = generate(generator, args.num, seed=args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        np.savez_compressed(out, images=images.numpy().astype(np.float32))
-    else:
-        save_grid(images, out, nrow=int(np.ceil(np.sqrt(args.num))))
-    print(f"wrote {args.num} images ({tuple(images.shape[1:])}) to {out}")
+    shape = tuple(generate_from(generator, torch.zeros(1, generator.latent_dim)).shape[1:])  # (C, H, W)
+    num = args.num
+    if out.suffix == ".png":  # a grid is drawn in memory: refuse one no viewer could open
+        nrow = math.ceil(math.sqrt(num))
+        width, height = nrow * (shape[2] + 2) + 2, math.ceil(num / nrow) * (shape[1] + 2) + 2
+        if width * height > Image.MAX_IMAGE_PIXELS:
+            fits = int((math.isqrt(Image.MAX_IMAGE_PIXELS) - 2) // (shape[2] + 2)) ** 2
+            raise ValueError(f"--num {num:,}: a grid of that many {shape[1]}x{shape[2]} images would be {width:,}x"
+                             f"{height:,} pixels, too large to draw or open; use at most {fits:,} images for a "
+                             f".png, or a .npz file (written in batches) for more")
+        save_grid(generate(generator, num, seed=args.seed), out, nrow=nrow)
+    else:  # streamed into the .npz batch by batch: any number of images in bounded memory
+        size = num * math.prod(shape) * 4
+        free = shutil.disk_usage(out.parent).free
+        if size > free:
+            raise ValueError(f"--num {num:,}: the .npz would hold {size / 1e9:,.1f} GB of float32 images "
+                             f"(compression saves little on them) and {out.parent} has {free / 1e9:,.1f} GB free; "
+                             "ask for fewer images or free some space")
+
+        def write(f):
+            import zipfile
+
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive, \
+                    archive.open("images.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_2_0(
+                    member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                             "shape": (num, *shape)})
+                for batch in generate_batches(generator, num, seed=args.seed):
+                    member.write(batch.numpy().astype(np.float32, copy=False).tobytes())
+
+        atomic_write(out, write)
+    print(f"wrote {num} images ({shape}) to {out}")
     return 0
 
 
@@ -188,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, DatasetError, DiskFullError) as err:
+    except (ValueError, FileNotFoundError, DatasetError, DiskFullError, OSError) as err:  # one line, no traceback
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

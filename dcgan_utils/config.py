@@ -119,13 +119,19 @@ class TrainConfig:
         "channels_last memory format (unset: on with bf16, off with fp32 and with --compile, whose compiled "
         "backward failed a stride check with channels_last on an H100)"))
     compile: bool = field(default=False, metadata=_help("torch.compile G and D"))
-    sample_every: int = field(default=0, metadata=_help("also save the fixed-latent grid every N steps"))
-    checkpoint_every: int = field(default=1, metadata=_help("epochs between checkpoints"))
+    sample_every: int = field(default=0, metadata=_help(
+        "also save the fixed-latent grid every N steps (the end of each epoch draws one too, at most about 100 "
+        "per run: with tiny epochs, one every total_steps/100 steps, or every max_minutes*60/100 s)"))
+    checkpoint_every: int = field(default=1, metadata=_help(
+        "epochs between checkpoints; with short epochs, checkpoints are also at least 100 steps or 60 s apart "
+        "(the end of the run, Ctrl-C and SIGTERM always save)"))
     collapse_window: int = field(default=300, metadata=_help("steps over which 'D has won' is judged live"))
     eval_every: int = field(default=0, metadata=_help(
         "measure FD/KID/class coverage every N epochs into history.json (mnist, fashion-mnist; 0 = off)"))
     eval_num: int = field(default=1000, metadata=_help("samples per measurement"))
-    progress: bool = field(default=True, metadata=_help("show progress (a bar, or a line every few seconds)"))
+    progress: bool = field(default=True, metadata=_help(
+        "show progress: a live bar in a terminal or Jupyter, a plain line every 10 s and a summary when output "
+        "goes to a file or pipe; the environment variable DCGAN_PROGRESS=bar|lines|off overrides the choice"))
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and what would be accepted."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -20,16 +21,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, atomic_write, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, DiskFullError, RunFolderError, RunLock, atomic_write,
+                         check_network_size, load_checkpoint, load_weights, move_aside, prepare_run_folder,
+                         save_checkpoint)
 from .config import FASTER_G_LRS, MODEL_FIELDS, BUDGET_FIELDS, TrainConfig, model_kwargs, pick_device, resolve_config
 from .data import ImageData, load_dataset
 from .diagnostics import LOSS_COLUMNS, STAT_KEYS, d_has_won, new_history, tail_mean
 from .evaluate import evaluate_generator
 from .models import build_models
 from .plots import make_gif, plot_d_outputs, plot_losses, save_grid
+from .progress import ProgressLines, progress_mode
 from .sampling import generate, generate_from
 
 LOG_EVERY = 25  # steps between host syncs of the loss history (one sync, not one per step, on a GPU)
+# Tiny epochs (a few dozen images: one step each) must not write a checkpoint and a frame every step (issue 12):
+CHECKPOINT_MIN_STEPS, CHECKPOINT_MIN_SECONDS = 100, 60.0  # epoch-end checkpoints at least this far apart
+FRAMES_PER_RUN = 100  # epoch-end frames: about this many per run at most (every total_steps // 100 steps)
+STOP_SIGNALS = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}  # both: finish the step, save, stop
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What identifies one version of a file (inode, mtime, size), or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
@@ -64,6 +79,14 @@ class Trainer:
             self.device = torch.device("cuda", distributed.local_rank())
         self.out_dir = Path(out_dir).expanduser()
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        # One trainer per run folder, from now to the end of fit() (checkpoint.RunLock); a folder that cannot be
+        # written is refused now, not after the first epoch; starting over moves the old run aside, never deletes it.
+        self._lock = RunLock(self.out_dir)
+        if getattr(self, "is_main", True):
+            prepare_run_folder(self.out_dir)
+            self._lock.acquire()
+            if not resume and (old := move_aside(self.out_dir)) is not None:
+                print(f"Starting over: the previous run in {self.out_dir} was moved to {old}")
         previous = load_checkpoint(self.checkpoint_path) if resume and self.checkpoint_path.is_file() else None
         if previous is not None and previous.get("world_size", 1) != self.world_size:
             n = previous.get("world_size", 1)
@@ -75,6 +98,7 @@ class Trainer:
         if previous is not None:
             config = self._merge_resumed_config(config, previous["config"], chosen)
         self.config, self.profile_note = resolve_config(config, self.device)
+        check_network_size(asdict(self.config), channels=3)  # too large a width: refused before any allocation
         if self.profile_note and previous is None:
             print(self.profile_note)
         c = self.config
@@ -126,8 +150,14 @@ class Trainer:
         self._started: float | None = None
         self._pending: list[torch.Tensor] = []
         self._collapse_warned_at = -10 ** 9
+        self.epochs_done = 0  # counted, not derived from the step: a resume may use another limit (epoch size)
+        self.epoch_start_step = 0  # the step at which the current epoch began
+        self.stop_signal: int | None = None  # the signal that stopped the last fit() (SIGINT or SIGTERM)
+        self._signals: list[int] = []
+        self._saved_step, self._saved_at, self._last_frame_seconds = 0, time.perf_counter(), 0.0
         if previous is not None:
             self._restore(previous)
+        self._checkpoint_stamp = _file_stamp(self.checkpoint_path)  # fit() refuses if another trainer wrote it
         if self.world_size > 1:  # the same weights, a different random stream on each process
             torch.manual_seed(distributed.rank_seed(c.seed, self.rank, self.step))
 
@@ -166,6 +196,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
+            "epoch_start_step": self.epoch_start_step,
             "elapsed": self.elapsed_seconds,
             "history": self.history,
             "fixed_noise": self.fixed_noise,
@@ -184,6 +215,10 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed, self.history = state["step"], state["elapsed"], state["history"]
+        self.epochs_done = int(state.get("epoch", self.step // self.steps_per_epoch))
+        self.epoch_start_step = min(self.step, int(state.get("epoch_start_step",
+                                                             self.epochs_done * self.steps_per_epoch)))
+        self._saved_step = self.step
         self.fixed_noise = state["fixed_noise"].cpu()
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -204,18 +239,38 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.state_dict(), self.checkpoint_path)
         atomic_write(self.out_dir / "history.json", lambda f: f.write(json.dumps(self.history).encode()))
+        self._saved_step, self._saved_at = self.step, time.perf_counter()
+        self._checkpoint_stamp = _file_stamp(self.checkpoint_path)
         return self.checkpoint_path
+
+    def close(self) -> None:
+        """Let another trainer use the run folder now (fit() releases it when it ends, and takes it again)."""
+        self._lock.release()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ----------------------------------------------------------------------------------------------- budget
     @property
     def epoch(self) -> int:
-        return self.step // self.steps_per_epoch
+        """Epochs finished, over the whole run (each part of a resumed run may have used another ``limit``)."""
+        return self.epochs_done
+
+    @property
+    def epochs_trained(self) -> float:
+        """Epochs trained, with the finished fraction of the current one."""
+        return self.epochs_done + (self.step - self.epoch_start_step) / self.steps_per_epoch
 
     @property
     def total_steps(self) -> int | None:
         """Steps the run will take if the budget is epochs or steps (None if only minutes are set)."""
-        limits = [n for n in (self.config.max_steps,
-                              self.config.epochs * self.steps_per_epoch if self.config.epochs else None) if n]
+        c = self.config
+        by_epochs = (self.epoch_start_step + (c.epochs - self.epochs_done) * self.steps_per_epoch
+                     if c.epochs else None)
+        limits = [n for n in (c.max_steps, by_epochs) if n is not None]
         return min(limits) if limits else None
 
     @property
@@ -305,39 +360,71 @@ class Trainer:
     def fit(self) -> "Trainer":
         """Train until the budget (epochs, max_steps or max_minutes, counted over the whole run) is spent.
 
-        Saves a checkpoint every ``checkpoint_every`` epochs, at the end and on Ctrl-C (which finishes the
-        current step first). Non-finite losses stop the run and keep the last good checkpoint
-        (``self.status == "diverged"``). Calling ``fit()`` again with a larger budget continues the run.
+        Saves a checkpoint every ``checkpoint_every`` epochs (at least 100 steps or 60 s apart) and at the end.
+        Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves, and returns with ``status ==
+        "interrupted"`` (``stop_signal`` says which); more signals change nothing, so the checkpoint always
+        holds whole steps. Non-finite losses stop the run and keep the last good checkpoint
+        (``self.status == "diverged"``). Calling ``fit()`` again with a larger budget continues the run. The run
+        folder is locked against other trainers until ``fit()`` returns.
         """
+        if getattr(self, "is_main", True):
+            self._lock.acquire()  # again after an earlier fit(), close(), or another Trainer of this process
+            stamp = _file_stamp(self.checkpoint_path)
+            if stamp is not None and stamp != self._checkpoint_stamp:
+                self._lock.release()
+                raise RunFolderError(f"{self.checkpoint_path} was written by another trainer after this one loaded "
+                                     "it: create a new Trainer to continue from it (this one would overwrite it)")
+        self._lock.busy, self.stop_requested, self._signals = True, False, []
+        try:
+            with self._stop_on_signals():
+                return self._fit()
+        except DiskFullError as err:
+            kept = (f"the last checkpoint ({self.checkpoint_path}, step {self._saved_step}) is intact"
+                    if self.checkpoint_path.is_file() else "no checkpoint had been written yet")
+            raise DiskFullError(err.errno, f"{err.strerror}; {kept}") from err
+        finally:
+            self._lock.busy = False
+            self._lock.release()
+            if self._started is not None:  # an error stopped the run: keep its time
+                self.elapsed, self._started = self.elapsed_seconds, None
+
+    def _progress_bar(self):
+        c = self.config
+        desc = f"{c.dataset} {c.image_size}px {c.arch}"
+        mode = progress_mode(c.progress and getattr(self, "is_main", True))
+        if mode == "lines":
+            return ProgressLines(total=self.total_steps, initial=self.step, desc=desc)
         from tqdm.auto import tqdm
 
-        c = self.config
-        self._started, self.stop_requested = time.perf_counter(), False
+        return tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step", disable=mode == "off",
+                    dynamic_ncols=True)
+
+    def _fit(self) -> "Trainer":
+        self._started = time.perf_counter()
         if self.step == 0:
             self.save_samples()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{c.dataset} {c.image_size}px {c.arch}",
-                   unit="step", disable=not c.progress or not self.is_main, dynamic_ncols=True)
+        bar = self._progress_bar()
         self.status = "training"
         self.generator.train()
         self.discriminator.train()
         try:
-            with self._stop_on_ctrl_c():
-                diverged = not self._run_epochs(bar)
-        except KeyboardInterrupt:  # a second Ctrl-C, or one outside a step
-            self.stop_requested, diverged = True, not self._flush(bar)
+            diverged = not self._run_epochs(bar)
         finally:
             bar.close()
         if diverged:
             return self._stop_diverged()
+        self._announce_stop()
         self.status = "interrupted" if self.stop_requested else "finished"
-        if self.stop_requested:
-            print(f"Stopped at step {self.step}: checkpoint saved in {self.checkpoint_path}; run again to resume.")
         if self.world_size > 1:
             same = distributed.ranks_agree(self.generator, self.discriminator)
             print(f"{self.world_size} processes: G and D weights " + (
                 "identical on every process" if same else "DIFFER between processes (a bug: please report it)"))
         self.save_samples()
         self.save()
+        if self.stop_requested:
+            how = f" ({STOP_SIGNALS.get(signal.Signals(self.stop_signal).name)})" if self.stop_signal else ""
+            print(f"Stopped at step {self.step}{how}: checkpoint saved in {self.checkpoint_path}; run the same "
+                  "command again to resume.")
         self.elapsed, self._started = self.elapsed_seconds, None
         self.write_outputs()
         return self
@@ -345,8 +432,8 @@ class Trainer:
     def _run_epochs(self, bar) -> bool:
         """The loop itself; False if a loss became non-finite."""
         while not self._out_of_budget():
-            epoch, position = divmod(self.step, self.steps_per_epoch)
-            order = self._epoch_order(epoch)
+            position = self.step - self.epoch_start_step  # >= steps_per_epoch if a resume shrank the data
+            order = self._epoch_order(self.epochs_done)
             for index in range(position, self.steps_per_epoch):
                 if not self.fit_step(order, index, bar):
                     return False
@@ -354,7 +441,7 @@ class Trainer:
                     break
             if not self._flush(bar):
                 return False
-            if self.step % self.steps_per_epoch == 0:
+            if self.step - self.epoch_start_step >= self.steps_per_epoch:
                 self._end_epoch()
         return True
 
@@ -381,23 +468,42 @@ class Trainer:
         return True
 
     @contextlib.contextmanager
-    def _stop_on_ctrl_c(self):
-        """First Ctrl-C: finish the current step, save, stop. A second one interrupts at once."""
+    def _stop_on_signals(self):
+        """Ctrl-C (SIGINT) and SIGTERM (kill, timeout, Docker, SLURM) ask the run to stop after the current step.
+
+        The handlers only record the signal: none, however many and whenever they come (inside a step, a save,
+        the final plots), raises inside the training code, so a checkpoint never holds half a step. They print
+        nothing either (a print interrupted by a signal handler that prints fails); :meth:`_announce_stop` speaks
+        at the next safe point. Python runs signal handlers in the main thread only: elsewhere none is installed.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def request_stop(signum, frame):
-            if self.stop_requested:
-                raise KeyboardInterrupt
+            self._signals.append(signum)
             self.stop_requested = True
-            print("\nCtrl-C: finishing this step and saving a checkpoint (press again to stop at once)")
 
-        previous = signal.signal(signal.SIGINT, request_stop)
+        previous = {}
         try:
+            for name in STOP_SIGNALS:
+                if hasattr(signal, name):
+                    signum = getattr(signal, name)
+                    previous[signum] = signal.signal(signum, request_stop)
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _announce_stop(self) -> None:
+        """Say which signal stopped the run and what happens now (once; called outside signal handlers)."""
+        if not self._signals or self.stop_signal is not None:
+            return
+        self.stop_signal = self._signals[0]
+        name = STOP_SIGNALS.get(signal.Signals(self.stop_signal).name, "a signal")
+        again = (f" (asked {len(self._signals)} times: the step still finishes and the checkpoint is saved whole)"
+                 if len(self._signals) > 1 else "")
+        print(f"\n{name}: finishing this step and saving a checkpoint{again}", flush=True)
 
     def _flush(self, bar) -> bool:
         """Move pending step statistics to the history; False if any is not finite (divergence)."""
@@ -460,19 +566,33 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         """Per-epoch means (from the per-batch history, so a resumed epoch counts all its steps), frame, checkpoint."""
-        h, spe = self.history, self.steps_per_epoch
-        epoch = self.step // spe  # 1-based number of the epoch just finished
+        h, start = self.history, self.epoch_start_step
+        self.epochs_done, self.epoch_start_step = self.epochs_done + 1, self.step
+        epoch = self.epochs_done  # 1-based number of the epoch just finished
         h["epoch"]["epoch"].append(epoch)
         h["epoch"]["step"].append(self.step)
         h["epoch"]["minutes"].append(round(self.elapsed_seconds / 60, 4))
         for key in STAT_KEYS:
-            values = h[key][(epoch - 1) * spe: epoch * spe]
+            values = h[key][start:self.step]  # history[i] is step i + 1
             h["epoch"][key].append(sum(values) / max(1, len(values)))
-        self.save_samples()
+        if self._frame_due():
+            self.save_samples()
         if self.config.eval_every and epoch % self.config.eval_every == 0 and self.is_main:
             self.evaluate()
-        if epoch % self.config.checkpoint_every == 0:
+        if epoch % self.config.checkpoint_every == 0 and self._checkpoint_due():
             self.save()
+
+    def _frame_due(self) -> bool:
+        """An epoch-end frame, unless epochs are so short that frames would pile up: about FRAMES_PER_RUN a run."""
+        last = self.history["samples"][-1]["step"] if self.history["samples"] else 0
+        if self.total_steps:
+            return self.step - last >= max(1, self.total_steps // FRAMES_PER_RUN)
+        return self.elapsed_seconds - self._last_frame_seconds >= self.config.max_minutes * 60 / FRAMES_PER_RUN
+
+    def _checkpoint_due(self) -> bool:
+        """Epoch-end checkpoints at least CHECKPOINT_MIN_STEPS steps or CHECKPOINT_MIN_SECONDS apart."""
+        return (self.step - self._saved_step >= CHECKPOINT_MIN_STEPS
+                or time.perf_counter() - self._saved_at >= CHECKPOINT_MIN_SECONDS)
 
     # ----------------------------------------------------------------------------------------------- outputs
     def evaluate(self, num: int | None = None) -> dict:
@@ -480,7 +600,7 @@ class Trainer:
         c = self.config
         result = evaluate_generator(self.sampling_generator(), c.dataset, num=num or c.eval_num, seed=c.seed,
                                     source=c.source, data_dir=c.data_dir, device=self.device)
-        row = {"epoch": round(self.step / self.steps_per_epoch, 3), "step": self.step,
+        row = {"epoch": round(self.epochs_trained, 3), "step": self.step,
                "minutes": round(self.elapsed_seconds / 60, 3),
                **{k: result[k] for k in ("num", "fd", "kid", "classes_present", "class_kl", "confident",
                                          "class_histogram")}}
@@ -503,7 +623,8 @@ class Trainer:
         if not self.is_main:  # under torchrun, rank 0 draws
             return path
         save_grid(self.fixed_samples(), path, nrow=4)
-        self.history["samples"].append({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3),
+        self._last_frame_seconds = self.elapsed_seconds
+        self.history["samples"].append({"step": self.step, "epoch": round(self.epochs_trained, 3),
                                         "file": str(path.relative_to(self.out_dir))})
         return path
 

@@ -100,7 +100,9 @@ def run_notebook(notebook: Path, out_dir: Path, fast: bool = False, runs_dir: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir.resolve() / notebook.name
-    env: dict[str, str] = {}
+    # no live frontend watches a papermill kernel: plain progress lines and a summary (dcgan_utils.train's
+    # progress_mode), not a tqdm widget saved frozen at 0%; an explicit DCGAN_PROGRESS is kept
+    env: dict[str, str] = {"DCGAN_PROGRESS": os.environ.get("DCGAN_PROGRESS") or "lines"}
     params = dict(parameters or {})
     if fast:
         env["DCGAN_FAST"] = "1"
