@@ -102,6 +102,9 @@ class Trainer:
         if self.profile_note and previous is None:
             print(self.profile_note)
         c = self.config
+        if config.precision == "auto" and c.precision != "fp32" and previous is None and self.is_main:
+            print(f"Precision auto: {c.precision} autocast{' + channels_last' if c.channels_last else ''} on "
+                  f"{self.device.type} (fast here; --precision fp32 to turn it off)")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every training batch has the same shape: autotune once
 
