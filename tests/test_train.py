@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 
@@ -172,3 +173,22 @@ def test_bad_config_gets_a_clear_error(tmp_path, tiny, kwargs, message):
     with pytest.raises(ValueError) as err:
         Trainer(out_dir=tmp_path, **{"max_steps": 1, **tiny, **kwargs})
     assert message in str(err.value)
+
+
+def test_precision_auto_uses_bf16_only_where_it_is_fast(tmp_path, tiny, monkeypatch, capsys):
+    from dcgan_utils import config as config_module
+    from dcgan_utils.config import resolve_precision
+
+    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: False)  # e.g. an AVX2 AMD EPYC
+    slow = Trainer(out_dir=tmp_path / "slow", max_steps=1, resume=False, **tiny)
+    assert (slow.config.precision, slow.config.channels_last) == ("fp32", False)
+    assert "Precision auto" not in capsys.readouterr().out
+    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: True)  # AMX / AVX512-BF16
+    fast = Trainer(out_dir=tmp_path / "fast", max_steps=2, resume=False, **tiny).fit()
+    assert (fast.config.precision, fast.config.channels_last) == ("bf16", True)
+    assert "Precision auto: bf16 autocast + channels_last on cpu" in capsys.readouterr().out
+    assert fast.step == 2 and all(map(math.isfinite, fast.history["loss_g"]))
+    forced = Trainer(out_dir=tmp_path / "forced", max_steps=1, precision="fp32", resume=False, **tiny)
+    assert forced.config.precision == "fp32"
+    with pytest.raises(ValueError, match="precision='fp16' needs a CUDA GPU"):
+        resolve_precision("fp16", torch.device("cpu"))
