@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import platform
 import time
@@ -130,8 +132,9 @@ def find_or_train(notebook: str, runs_dir: str | Path = "runs", device: str = "a
                   seed: int = 0, check: bool = True) -> Trainer:
     """The run notebook ``notebook`` trains (a key of :data:`COURSE_RUNS`), trained now if it is missing.
 
-    A finished run is loaded as it is. A missing or unfinished one is trained (or resumed) with exactly the
-    settings and folder that notebook uses, after saying so and how long it should take. With ``check`` the run
+    A run that is there is used as it is (one line says which, and how many steps it trained; run its notebook
+    again to continue it). A missing one is trained with exactly the settings and folder that notebook uses,
+    after saying so and how long it should take. With ``check`` the run
     is then checked: a generator that D had beaten, or whose samples the course's classifier does not
     recognise, is reported with what to do instead of being used silently.
     """
@@ -147,8 +150,13 @@ def find_or_train(notebook: str, runs_dir: str | Path = "runs", device: str = "a
                     if dev.type == "cpu" else "a few minutes on a GPU")
         print(f"Notebook {notebook[:2]}'s run is not in {out_dir}: training it now, exactly as notebook "
               f"{notebook[:2]} does ({reason}; {estimate}).")
-    trainer = Trainer(out_dir=out_dir, seed=seed, device=device, **settings)
-    trainer.fit()
+        trainer = Trainer(out_dir=out_dir, seed=seed, device=device, **settings)
+        trainer.fit()
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):  # not "Resuming ...": nothing is trained here
+            trainer = Trainer(out_dir=out_dir, seed=seed, device=device, **settings)
+        print(f"Using notebook {notebook[:2]}'s run in {out_dir}: {trainer.step:,} steps, "
+              f"{trainer.elapsed / 60:.1f} min of training.")
     if check:
         for problem in run_problems(trainer, fast=fast):
             print("WARNING " + problem)

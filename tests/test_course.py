@@ -36,7 +36,8 @@ def test_find_or_train_trains_the_notebooks_run_once_then_reuses_it(tmp_path, ti
     assert first.out_dir == tmp_path / "02_train_mnist_32" and (first.out_dir / "checkpoint.pt").is_file()
     again = find_or_train("02_train_mnist_32", runs_dir=tmp_path, fast=True)
     out = capsys.readouterr().out
-    assert "training it now" not in out and again.step == 6
+    assert "training it now" not in out and "Resuming" not in out and again.step == 6
+    assert "Using notebook 02's run in" in out and ": 6 steps" in out
     for a, b in zip(first.generator.parameters(), again.generator.parameters()):
         assert torch.equal(a.cpu(), b.cpu())
     with pytest.raises(ValueError, match="notebook='99_x'"):
