@@ -109,8 +109,8 @@ class CourseRun:
 COURSE_RUNS: dict[str, CourseRun] = {
     run.notebook: run for run in (
         CourseRun("02_train_mnist_32", "mnist", 32,
-                  cpu={"epochs": 13, "max_minutes": 7, "sample_every": 60}, gpu={"epochs": 5},
-                  fast={"sample_every": 10}, cpu_minutes=3.3),
+                  cpu={"epochs": 40, "max_minutes": 5, "sample_every": 60}, gpu={"epochs": 5},
+                  fast={"sample_every": 10}, cpu_minutes=5),
         CourseRun("03_train_fashion_mnist_64", "fashion-mnist", 64,
                   cpu={"epochs": 38, "max_minutes": 7, "limit": 3200}, gpu={"epochs": 5},
                   fast={"max_steps": 20, "sample_every": 5}, cpu_minutes=3.3),

@@ -61,8 +61,13 @@ def describe_d_won(history: dict, window: int = D_WON_WINDOW) -> str:
 
 
 def format_events(history: dict) -> str:
-    """The run's events (collapse warnings, divergence) as 'kind at step N, ...', or 'none'."""
-    return ", ".join(f"{e['kind']} at step {e['step']}" for e in history["events"]) or "none"
+    """The run's events (collapse warnings, divergence) as 'kind at step N (and K more, to step M), ...', or 'none'."""
+    grouped: dict[str, list[int]] = {}
+    for event in history["events"]:
+        grouped.setdefault(event["kind"], []).append(event["step"])
+    return ", ".join(f"{kind} at step {steps[0]}" + (f" (and {len(steps) - 1} more, to step {steps[-1]})"
+                                                     if len(steps) > 1 else "")
+                     for kind, steps in grouped.items()) or "none"
 
 
 def summary(history: dict, n: int = 50) -> str:

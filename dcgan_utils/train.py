@@ -26,7 +26,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, DiskFullError, RunF
                          save_checkpoint)
 from .config import FASTER_G_LRS, MODEL_FIELDS, BUDGET_FIELDS, TrainConfig, model_kwargs, pick_device, resolve_config
 from .data import ImageData, load_dataset
-from .diagnostics import LOSS_COLUMNS, STAT_KEYS, d_has_won, new_history, tail_mean
+from .diagnostics import LOSS_COLUMNS, STAT_KEYS, d_has_won, describe_d_won, new_history, tail_mean
 from .evaluate import evaluate_generator
 from .models import build_models
 from .plots import make_gif, plot_d_outputs, plot_losses, save_grid
@@ -52,6 +52,21 @@ def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def _ema_with_warmup(decay: float):
+    """EMA update whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates.
+
+    A fixed 0.999 keeps ~37% of the untrained weights after 1,000 steps, so a short CPU run's EMA samples were
+    noise for the first minutes (docs/performance.md); the ramp tracks G closely early and averages later.
+    """
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):  # BatchNorm's step counters: nothing to average
+            torch._foreach_copy_(averaged, current)
+            return
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+    return update
 
 
 class Trainer:
@@ -134,8 +149,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d or c.lr, betas=betas)
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
         self.ema_generator = (torch.optim.swa_utils.AveragedModel(
-            self.generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema), use_buffers=True)
-            if c.ema else None)
+            self.generator, multi_avg_fn=_ema_with_warmup(c.ema), use_buffers=True) if c.ema else None)
         self._d_logits = torch.compile(self.discriminator.logits) if c.compile else self.discriminator.logits
         self._g_forward = torch.compile(self.generator) if c.compile else self.generator
         self._d_real_fake = None  # D's update in one DDP forward (torchrun only)
@@ -153,6 +167,7 @@ class Trainer:
         self._started: float | None = None
         self._pending: list[torch.Tensor] = []
         self._collapse_warned_at = -10 ** 9
+        self._collapse_printed = False  # the full warning is printed once per fit()
         self.epochs_done = 0  # counted, not derived from the step: a resume may use another limit (epoch size)
         self.epoch_start_step = 0  # the step at which the current epoch began
         self.stop_signal: int | None = None  # the signal that stopped the last fit() (SIGINT or SIGTERM)
@@ -414,6 +429,7 @@ class Trainer:
             diverged = not self._run_epochs(bar)
         finally:
             bar.close()
+        self._announce_collapse()
         if diverged:
             return self._stop_diverged()
         self._announce_stop()
@@ -537,11 +553,19 @@ class Trainer:
         return finite
 
     def _check_collapse(self) -> None:
-        """Warn once per window when D has won (diagnostics.d_has_won over the last ``collapse_window`` steps)."""
+        """Record an event once per window while D has won (diagnostics.d_has_won over ``collapse_window`` steps).
+
+        Only the first is printed in full: the same advice every 100 steps buries the log. Later ones are kept in
+        ``history["events"]`` and summed up in one line when the run stops (:meth:`_announce_collapse`).
+        """
         w, h = self.config.collapse_window, self.history
         if self.step - self._collapse_warned_at < w or not d_has_won(h["d_fake"], window=w):
             return
         self._collapse_warned_at = self.step
+        if self._collapse_printed:
+            h["events"].append({"step": self.step, "kind": "collapse-warning", "message": "D still winning"})
+            return
+        self._collapse_printed = True
         lr, lr_d = (f"{FASTER_G_LRS[k]:.0e}".replace("e-0", "e-") for k in ("lr", "lr_d"))  # "8e-4"
         message = (f"step {self.step}: D is winning (mean D(G(z)) over the last {w} steps "
                    f"{tail_mean(h['d_fake'], w):.3f}, D loss {tail_mean(h['loss_d'], w):.3f}, G loss "
@@ -551,6 +575,13 @@ class Trainer:
                    "(init='dcgan'); label smoothing, instance noise and spectral norm on D did not.")
         h["events"].append({"step": self.step, "kind": "collapse-warning", "message": message})
         print("\nWARNING " + message)
+
+    def _announce_collapse(self) -> None:
+        """One line after the run if the collapse warning fired more than once (:meth:`_check_collapse`)."""
+        warnings = [e["step"] for e in self.history["events"] if e["kind"] == "collapse-warning"]
+        if len(warnings) > 1 and self.is_main and self._collapse_printed:
+            print(f"D was still winning at {len(warnings) - 1} later check(s) (steps {warnings[1]}-{warnings[-1]}); "
+                  f"D had won over {describe_d_won(self.history, self.config.collapse_window)}.")
 
     def _stop_diverged(self) -> "Trainer":
         self.elapsed, self._started = self.elapsed_seconds, None

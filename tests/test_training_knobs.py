@@ -151,6 +151,23 @@ def test_collapse_warning_fires_when_d_wins(tmp_path, tiny, capsys):
     assert math.isclose(trainer.history["loss_d"][-1], 0.01, rel_tol=1e-6)
 
 
+def test_collapse_warning_is_printed_once_then_summed_up(tmp_path, tiny, capsys):
+    from dcgan_utils.diagnostics import format_events
+
+    trainer = Trainer(out_dir=tmp_path, collapse_window=40, **tiny)
+    for window in range(3):  # D keeps winning for three windows
+        trainer.step = 40 * (window + 1)
+        trainer._pending = [torch.tensor([5.0, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for _ in range(40)]
+        trainer._flush(None)
+    trainer._announce_collapse()
+    out = capsys.readouterr().out
+    events = [e["step"] for e in trainer.history["events"] if e["kind"] == "collapse-warning"]
+    assert events == [40, 80, 120]
+    assert out.count("D is winning") == 1 and out.count("lr_d=2e-4") == 1
+    assert "D was still winning at 2 later check(s) (steps 80-120)" in out and "still at the end" in out
+    assert format_events(trainer.history) == "collapse-warning at step 40 (and 2 more, to step 120)"
+
+
 def test_cpu_profile_64_gives_the_course_recipe_and_keeps_the_seed_one_flag_away():
     from dcgan_utils.config import CPU_PROFILES
 
@@ -166,8 +183,26 @@ def test_cpu_profile_64_gives_the_course_recipe_and_keeps_the_seed_one_flag_away
     assert (mine.lr, mine.lr_d, mine.epochs, mine.max_steps) == (1e-4, None, 2, None)
     gpu, _ = resolve_config(TrainConfig(image_size=64), torch.device("cuda"))  # no profile off the CPU
     assert (gpu.width, gpu.lr, gpu.lr_d) == (None, 2e-4, None)
-    small, _ = resolve_config(TrainConfig(image_size=32), cpu)  # 32x32 is untouched by the 64x64 fix
-    assert (small.lr, small.lr_d, small.init) == (2e-4, None, "dcgan")
+    assert (config.ema, gpu.ema) == (profile.get("ema", 0.0), 0.0)
+
+
+def test_cpu_profile_32_trains_narrow_with_a_faster_g_and_samples_from_an_ema():
+    from dcgan_utils.config import CPU_PROFILES
+
+    cpu = torch.device("cpu")
+    profile = CPU_PROFILES[("dcgan", 32)]
+    config, note = resolve_config(TrainConfig(image_size=32), cpu)
+    assert (config.width, config.batch_size, config.lr, config.lr_d, config.ema) == (
+        profile["width"], profile["batch_size"], profile["lr"], profile["lr_d"], profile["ema"])
+    assert 0 < config.ema < 1 and config.lr > config.lr_d and "EMA" in note
+    assert config.epochs == 5 and config.max_steps is None  # the 32x32 profile sets no budget of its own
+    off, _ = resolve_config(TrainConfig(image_size=32, ema=0.0), cpu)  # a typed 0 turns the EMA off
+    wide, _ = resolve_config(TrainConfig(image_size=32, width=128), cpu)  # a chosen width: no profile at all
+    seed, _ = resolve_config(TrainConfig(image_size=32, recipe="seed"), cpu)  # the seed's recipe: no EMA
+    assert (off.ema, off.width, wide.ema, wide.lr, wide.lr_d, seed.ema, seed.lr) == (
+        0.0, profile["width"], 0.0, 2e-4, None, 0.0, 2e-4)
+    with pytest.raises(ValueError, match="ema=1.5 must be in"):
+        TrainConfig(ema=1.5).validate()
 
 
 def test_d_won_finds_the_span_where_d_had_won_and_whether_g_escaped():
@@ -183,3 +218,16 @@ def test_d_won_finds_the_span_where_d_had_won_and_whether_g_escaped():
     assert healthy == {"share": 0.0, "first_step": None, "last_step": None, "at_end": False}
     with pytest.raises(ValueError, match="threshold"):
         d_won(history, threshold=1.5)
+
+
+def test_ema_warms_up_so_a_short_run_samples_from_recent_weights(tmp_path, tiny):
+    trainer = Trainer(out_dir=tmp_path, max_steps=30, ema=0.999, **tiny)
+    start = [p.detach().clone() for p in trainer.generator.parameters()]
+    trainer.fit()
+    ema = list(trainer.ema_generator.module.parameters())
+    now = list(trainer.generator.parameters())
+    gap_to_now = sum((a - b).norm() for a, b in zip(ema, now))
+    gap_to_start = sum((a - b).norm() for a, b in zip(ema, start))
+    # a fixed 0.999 would still be ~97% the untrained weights after 30 steps; the warm-up follows G
+    assert gap_to_now < 0.5 * gap_to_start
+    assert int(trainer.ema_generator.n_averaged) == 30
