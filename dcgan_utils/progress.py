@@ -43,8 +43,11 @@ class ProgressLines:
     known, so a notebook keeps about ten lines) and a summary line when closed (steps done,
     minutes, steps/s). Implements the part of tqdm's interface that :meth:`Trainer.fit` uses."""
 
-    def __init__(self, total: int | None, initial: int = 0, desc: str = "", every: float = PROGRESS_LINE_SECONDS):
+    def __init__(self, total: int | None, initial: int = 0, desc: str = "", every: float = PROGRESS_LINE_SECONDS,
+                 seconds_left: float | None = None):
+        """``seconds_left``: a time budget that may end the run before ``total`` (the estimate says so)."""
         self.total, self.n, self.initial, self.desc, self.every = total, initial, initial, desc, every
+        self.seconds_left = seconds_left
         self.start = self.last = time.perf_counter()
         self.last_n = initial
         self.postfix: dict[str, str] = {}
@@ -67,7 +70,11 @@ class ProgressLines:
 
     def _line(self, now: float) -> str:
         rate = (self.n - self.initial) / max(now - self.start, 1e-9)
-        left = f", {(self.total - self.n) / rate / 60:.1f} min left" if self.total and rate > 0 else ""
+        left = (self.total - self.n) / rate if self.total and rate > 0 else None
+        if self.seconds_left is not None:  # the time budget ends the run first: say so, not the step estimate
+            budget_left = max(self.seconds_left - (now - self.start), 0.0)
+            left = budget_left if left is None or budget_left < left else left
+        left = f", {left / 60:.1f} min left" if left is not None else ""
         stats = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
         return f"{self.desc}: {self._where()}, {rate:.1f} steps/s{left}" + (f"; {stats}" if stats else "")
 

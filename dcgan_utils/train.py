@@ -411,7 +411,8 @@ class Trainer:
         desc = f"{c.dataset} {c.image_size}px {c.arch}"
         mode = progress_mode(c.progress and getattr(self, "is_main", True))
         if mode == "lines":
-            return ProgressLines(total=self.total_steps, initial=self.step, desc=desc)
+            seconds_left = c.max_minutes * 60 - self.elapsed_seconds if c.max_minutes else None
+            return ProgressLines(total=self.total_steps, initial=self.step, desc=desc, seconds_left=seconds_left)
         from tqdm.auto import tqdm
 
         return tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step", disable=mode == "off",

@@ -511,6 +511,18 @@ def test_progress_mode_is_chosen_in_one_place(monkeypatch, capsys):
     assert out[1].startswith("run: 1 steps in ") and out[1].endswith("now at step 1/10 (10%)")
 
 
+def test_progress_lines_estimate_the_time_budget_when_it_ends_the_run_first(monkeypatch, capsys):
+    clock = iter([0.0, 10.0, 20.0, 20.0])  # start; one step after 10 s (10 s a step); close
+    monkeypatch.setattr("dcgan_utils.progress.time.perf_counter", lambda: next(clock))
+    capped = ProgressLines(total=100, desc="run", every=0, seconds_left=60.0)
+    capped.update(10)  # 1 step/s: 90 steps (1.5 min) to go by steps, but only 50 s of budget left
+    assert "0.8 min left" in capsys.readouterr().out
+    clock = iter([0.0, 10.0, 20.0])
+    uncapped = ProgressLines(total=100, desc="run", every=0, seconds_left=600.0)
+    uncapped.update(10)
+    assert "1.5 min left" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------------ 11. tiny epochs
 def test_tiny_epochs_do_not_write_a_frame_and_checkpoint_every_step(tmp_path, mnist_small):
     data = replace(mnist_small, images=mnist_small.images[:64], labels=mnist_small.labels[:64])
