@@ -85,7 +85,9 @@ class Trainer:
         config = TrainConfig(**{**asdict(base), **overrides})
         config.validate()
         defaults = TrainConfig()
-        chosen = set(overrides) | {f.name for f in fields(TrainConfig) if getattr(base, f.name) != getattr(defaults, f.name)}
+        # None means "unset" (a notebook's WIDTH = None): only values actually given count as chosen
+        chosen = ({k for k, v in overrides.items() if v is not None}
+                  | {f.name for f in fields(TrainConfig) if getattr(base, f.name) != getattr(defaults, f.name)})
         self.device = pick_device(config.device)
         # under torchrun (see dcgan_utils.distributed): this process's rank, and its own GPU
         self.rank, self.world_size = distributed.rank(), distributed.world_size()

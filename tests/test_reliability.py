@@ -241,6 +241,17 @@ def test_resume_honours_typed_flags(tmp_path, capsys):
     assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [2e-4]
 
 
+def test_a_notebook_rerun_with_unset_parameters_resumes_its_profiled_run(tmp_path, capsys):
+    # notebook 02 passes width=None, batch_size=None (its WIDTH/BATCH_SIZE parameters) and the CPU profile fills
+    # them; running it a second time refused its own finished run ("width=128 (asked None)")
+    kwargs = dict(dataset="mnist", source="subset", limit=256, device="cpu", progress=False, image_size=32)
+    first = Trainer(out_dir=tmp_path, width=None, batch_size=None, max_steps=2, **kwargs).fit()
+    again = Trainer(out_dir=tmp_path, width=None, batch_size=None, max_steps=2, **kwargs)
+    assert again.step == first.step == 2 and again.config.width == first.config.width == 128
+    with pytest.raises(ValueError, match=r"width=128 \(asked 64\)"):  # a width really chosen is still refused
+        Trainer(out_dir=tmp_path, width=64, batch_size=None, max_steps=2, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------ 6. --no-resume
 def test_no_resume_moves_the_old_run_aside(tmp_path, capsys):
     run = tmp_path / "run"
