@@ -23,8 +23,8 @@ FASTER_G_LRS = {"lr": 8e-4, "lr_d": 2e-4}
 # leave `width` unset. Keys: (arch, image_size).
 CPU_PROFILES: dict[tuple[str, int], dict] = {
     # 32x32 (MNIST, FashionMNIST): chosen by quality against the clock (benchmarks/quality_over_time.py, 5 min on
-    # 2 quiet AMD EPYC cores): G faster than D and an EMA of G for samples lifted the final FD from 2.42 to ~1.6
-    # and the confidently classified share from 32% to ~48% over the same width at equal learning rates.
+    # 2 quiet AMD EPYC cores): G faster than D and an EMA of G for samples lifted the final FD from 2.42 to 1.51
+    # and the confidently classified share from 32% to 46% over the same width at equal learning rates.
     ("dcgan", 32): {"width": 128, "batch_size": 64, **FASTER_G_LRS, "ema": 0.999},
     # 64x64: notebook 09. A narrow G needs a faster learning rate than D's, or D wins and G stays stuck on MNIST;
     # 3,000 steps took 4.4 minutes on a quiet 2-core CPU (two threads): FD 2.4, all ten digits (measured).
