@@ -169,7 +169,7 @@ class Trainer:
         self._started: float | None = None
         self._pending: list[torch.Tensor] = []
         self._collapse_warned_at = -10 ** 9
-        self._collapse_printed = False  # the full warning is printed once per fit()
+        self._collapse_printed_at: int | None = None  # index in history["events"] of this fit's printed warning
         self.epochs_done = 0  # counted, not derived from the step: a resume may use another limit (epoch size)
         self.epoch_start_step = 0  # the step at which the current epoch began
         self.stop_signal: int | None = None  # the signal that stopped the last fit() (SIGINT or SIGTERM)
@@ -422,6 +422,7 @@ class Trainer:
 
     def _fit(self) -> "Trainer":
         self._started = time.perf_counter()
+        self._collapse_printed_at = None  # each fit() prints its first collapse warning in full
         if self.step == 0:
             self.save_samples()
         bar = self._progress_bar()
@@ -565,10 +566,10 @@ class Trainer:
         if self.step - self._collapse_warned_at < w or not d_has_won(h["d_fake"], window=w):
             return
         self._collapse_warned_at = self.step
-        if self._collapse_printed:
+        if self._collapse_printed_at is not None:
             h["events"].append({"step": self.step, "kind": "collapse-warning", "message": "D still winning"})
             return
-        self._collapse_printed = True
+        self._collapse_printed_at = len(h["events"])
         lr, lr_d = (f"{FASTER_G_LRS[k]:.0e}".replace("e-0", "e-") for k in ("lr", "lr_d"))  # "8e-4"
         message = (f"step {self.step}: D is winning (mean D(G(z)) over the last {w} steps "
                    f"{tail_mean(h['d_fake'], w):.3f}, D loss {tail_mean(h['loss_d'], w):.3f}, G loss "
@@ -580,9 +581,12 @@ class Trainer:
         print("\nWARNING " + message)
 
     def _announce_collapse(self) -> None:
-        """One line after the run if the collapse warning fired more than once (:meth:`_check_collapse`)."""
-        warnings = [e["step"] for e in self.history["events"] if e["kind"] == "collapse-warning"]
-        if len(warnings) > 1 and self.is_main and self._collapse_printed:
+        """One line after the run if the collapse warning fired more than once in it (:meth:`_check_collapse`)."""
+        if self._collapse_printed_at is None:
+            return
+        this_fit = self.history["events"][self._collapse_printed_at:]  # a resumed run's history has older ones
+        warnings = [e["step"] for e in this_fit if e["kind"] == "collapse-warning"]
+        if len(warnings) > 1 and self.is_main:
             print(f"D was still winning at {len(warnings) - 1} later check(s) (steps {warnings[1]}-{warnings[-1]}); "
                   f"D had won over {describe_d_won(self.history, self.config.collapse_window)}.")
 

@@ -231,3 +231,15 @@ def test_ema_warms_up_so_a_short_run_samples_from_recent_weights(tmp_path, tiny)
     # a fixed 0.999 would still be ~97% the untrained weights after 30 steps; the warm-up follows G
     assert gap_to_now < 0.5 * gap_to_start
     assert int(trainer.ema_generator.n_averaged) == 30
+
+
+def test_the_collapse_sum_up_counts_only_this_fit_after_a_resume(tmp_path, tiny, capsys):
+    trainer = Trainer(out_dir=tmp_path, collapse_window=40, **tiny)
+    trainer.history["events"].append({"step": 10, "kind": "collapse-warning", "message": "from an earlier fit()"})
+    for window in range(2):
+        trainer.step = 40 * (window + 1)
+        trainer._pending = [torch.tensor([5.0, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for _ in range(40)]
+        trainer._flush(None)
+    trainer._announce_collapse()
+    out = capsys.readouterr().out
+    assert out.count("D is winning") == 1 and "at 1 later check(s) (steps 80-80)" in out
