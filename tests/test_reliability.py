@@ -63,6 +63,21 @@ def _start(run: Path, *args: str, log: Path, **env) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT, env=_env(**env))
 
 
+def _signal_while_training(run: Path, log: Path, signals: list[int], *args: str) -> tuple[int, str]:
+    """Start ``train --out run *args > log 2>&1``, send ``signals`` (0-5 ms apart) once it trains; (exit code, log)."""
+    proc = _start(run, *args, log=log)
+    try:
+        _wait_until_training(proc, run, log)
+        for i, sig in enumerate(signals):
+            if i:
+                time.sleep(random.uniform(0, 0.005))
+            proc.send_signal(sig)
+        code = proc.wait(120)
+    finally:
+        proc.kill()
+    return code, log.read_text()
+
+
 def _wait_until_training(proc: subprocess.Popen, run: Path, log: Path, after: int = 0, timeout: float = 120) -> None:
     """Until a frame of a step after ``after`` exists (these runs draw one every 4 steps): steps are running."""
     deadline = time.monotonic() + timeout
@@ -149,16 +164,7 @@ def test_writes_replace_planted_symlinks_instead_of_writing_through_them(tmp_pat
 def test_two_quick_ctrl_c_save_a_whole_step_that_resumes_exactly(tmp_path):
     run, log = tmp_path / "run", tmp_path / "run.log"
     small = ["--batch-size", "8", "--sample-every", "4", "--no-progress"]  # short steps: the 2nd signal lands inside
-    proc = _start(run, "--max-steps", "100000", *small, log=log)
-    try:
-        _wait_until_training(proc, run, log)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(random.uniform(0, 0.005))
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(120)
-    finally:
-        proc.kill()
-    out = log.read_text()
+    code, out = _signal_while_training(run, log, [signal.SIGINT, signal.SIGINT], "--max-steps", "100000", *small)
     assert code == 130 and "Traceback" not in out, out
     state = load_checkpoint(run)
     k = state["step"]
@@ -198,14 +204,7 @@ def test_a_second_ctrl_c_in_the_middle_of_a_step_changes_nothing(tmp_path, mnist
 # ------------------------------------------------------------------------------------------------ 4. SIGTERM, 10. logs
 def test_sigterm_finishes_the_step_saves_and_exits_143_with_a_plain_log(tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
-    proc = _start(run, "--max-steps", "100000", "--sample-every", "4", log=log)  # `train ... > log 2>&1`
-    try:
-        _wait_until_training(proc, run, log)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(120)
-    finally:
-        proc.kill()
-    out = log.read_text()
+    code, out = _signal_while_training(run, log, [signal.SIGTERM], "--max-steps", "100000", "--sample-every", "4")
     assert code == 143 and "Traceback" not in out, out
     assert "SIGTERM: finishing this step" in out and "Stopped at step" in out and "interrupted: step" in out
     state = load_checkpoint(run)
