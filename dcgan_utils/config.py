@@ -28,7 +28,11 @@ CPU_PROFILES: dict[tuple[str, int], dict] = {
     ("dcgan", 32): {"width": 128, "batch_size": 64, **FASTER_G_LRS, "ema": 0.999},
     # 64x64: notebook 09. A narrow G needs a faster learning rate than D's, or D wins and G stays stuck on MNIST;
     # 3,000 steps took 4.4 minutes on a quiet 2-core CPU (two threads): FD 2.4, all ten digits (measured).
-    ("dcgan", 64): {"width": 64, "batch_size": 64, **FASTER_G_LRS, "max_steps": 3000},
+    # The EMA of G (benchmarks/steps_sweep.py, colour faces): face-classifier FD 4.3 and 5.1 at 6,000 steps (two
+    # seeds) against 7.9 and 10.0 without it, and far fewer speckled samples. The colour faces get 6,000 steps:
+    # about 10 minutes on 2 quiet AMD EPYC cores (10.2 steps/s), where faces had appeared (docs/performance.md).
+    ("dcgan", 64): {"width": 64, "batch_size": 64, **FASTER_G_LRS, "ema": 0.999,
+                    "max_steps": {"emoji-faces": 6000, "default": 3000}},
     ("transposed", 32): {"width": 128, "batch_size": 64},
     ("transposed", 64): {"width": 128, "batch_size": 64},
     ("upsample", 32): {"width": 64, "batch_size": 64},
@@ -243,7 +247,8 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
             config.ema = profile["ema"]
             extra += f", an EMA of G's weights ({config.ema:g}) for samples"
         if "max_steps" in profile and all(getattr(config, k) is None for k in BUDGET_FIELDS):
-            config.max_steps = profile["max_steps"]
+            steps = profile["max_steps"]
+            config.max_steps = steps.get(config.dataset, steps["default"]) if isinstance(steps, dict) else steps
             extra += f", {config.max_steps} steps"
         note = (f"CPU profile: no GPU and no width set, so this run uses width={config.width}, batch size "
                 f"{config.batch_size}{extra} (the seed's {config.arch} network is too slow for a CPU). "

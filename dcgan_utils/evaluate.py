@@ -3,8 +3,9 @@
 Losses do not tell you whether a GAN's images are good (G's loss can rise while the samples improve). This
 module measures the samples instead, offline:
 
-* A small CNN classifier per dataset (MNIST, FashionMNIST), trained by :func:`train_classifier` on the real
-  training images. Its trained weights ship in ``data/classifiers/`` (so tests and CI need no training); a
+* A small CNN classifier per dataset (MNIST, FashionMNIST, and the colour ``emoji-faces``: 19 classes, the kind
+  of emoji by its colour, see :data:`EVAL_CLASSES`), trained by :func:`train_classifier` on the real training
+  images. Its trained weights ship in ``data/classifiers/`` (so tests and CI need no training); a
   classifier you retrain is cached in ``data/cache/`` (ignored by git) and takes precedence.
 * **FD** (Fréchet distance) and **KID** (kernel inception distance) between N generated images and N held-out
   real test images, computed by torchmetrics' ``FrechetInceptionDistance`` / ``KernelInceptionDistance`` with
@@ -33,6 +34,7 @@ FD has a positive bias that shrinks as N grows, so only compare numbers measured
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import warnings
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_write, load_checkpoint, load_generator
-from .data import CLASS_NAMES, REPO_DATA_DIR, ImageData, load_dataset
+from .data import CLASS_NAMES, REPO_DATA_DIR, ImageData, load_dataset, resize_uint8
 from .sampling import generate
 
 CLASSIFIER_SIZE = 32  # the classifier sees 32x32 images; 64x64 samples are resized (antialiased) to this
@@ -53,26 +55,34 @@ PRESENT = 0.01  # a class "appears" if it holds at least this share of the sampl
 CLASSIFIER_FORMAT = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
 CACHE_DIR = REPO_DATA_DIR / "cache"
-EVAL_DATASETS = tuple(CLASS_NAMES)  # ("mnist", "fashion-mnist"): datasets with labels to train a classifier on
+# The colour faces' evaluation classes: what kind of emoji (a face, or a person, a person gesturing, a person in a
+# role: hats, uniforms) in which colour (the default yellow or one of the five skin tones). Telling them apart
+# needs both shape (hands, hats) and colour, so the features FD is measured in see both.
+FACE_KINDS = ("person", "person-gesture", "person-role")
+FACE_TONES = ("yellow", "tone 1", "tone 2", "tone 3", "tone 4", "tone 5")
+EVAL_CLASSES = {**CLASS_NAMES, "emoji-faces": ["emoji face"] + [f"{k}, {t}" for k in FACE_KINDS for t in FACE_TONES]}
+EVAL_CHANNELS = {"emoji-faces": 3}  # the others are grayscale
+EVAL_DATASETS = tuple(EVAL_CLASSES)  # datasets with labels to train a classifier on
 
 
 class SmallClassifier(nn.Module):
-    """A 4-conv CNN for 1x32x32 images in [-1, 1]: a 4x4 stride-2 conv to 16x16, then 3x3 convs with BatchNorm and
+    """A 4-conv CNN for 32x32 images in [-1, 1] (1 channel, or 3 for the colour faces): a 4x4 stride-2 conv to 16x16, then 3x3 convs with BatchNorm and
     ReLU (32 -> 32 -> 64 -> 64 filters, max-pool to 8x8 and 4x4). Small on purpose, so that it trains on a CPU.
 
     ``features(x)`` is the global-average-pooled last layer (64 numbers): the space FD and KID are measured in.
     ``forward(x)`` returns the class logits.
     """
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int] = (32, FEATURE_DIM)):
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int] = (32, FEATURE_DIM), channels: int = 1):
         super().__init__()
+        self.channels = channels
 
         def conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, kernel, stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
                     nn.ReLU(inplace=True)]
 
         w1, w2 = widths
-        self.body = nn.Sequential(*conv(1, w1, 4, 2), *conv(w1, w1), nn.MaxPool2d(2),  # 16x16 -> 8x8
+        self.body = nn.Sequential(*conv(channels, w1, 4, 2), *conv(w1, w1), nn.MaxPool2d(2),  # 16x16 -> 8x8
                                   *conv(w1, w2), nn.MaxPool2d(2), *conv(w2, w2))        # 8x8 -> 4x4
         self.head = nn.Linear(w2, num_classes)
         self.num_features = w2
@@ -84,11 +94,15 @@ class SmallClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1], any square size, as the classifier's 1x32x32 input (RGB is averaged to gray)."""
+def to_classifier_input(images: torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """Float images in [-1, 1], any square size, as a classifier's 32x32 input with ``channels`` channels (RGB is
+    averaged to gray for a grayscale classifier)."""
     images = images.float()
-    if images.shape[1] == 3:
+    if images.shape[1] == 3 and channels == 1:
         images = images.mean(dim=1, keepdim=True)
+    elif images.shape[1] != channels:
+        raise ValueError(f"this classifier reads {channels}-channel images, got {images.shape[1]} channel(s): "
+                         "measure colour samples with the colour dataset's classifier")
     if images.shape[-1] != CLASSIFIER_SIZE:
         images = F.interpolate(images, size=(CLASSIFIER_SIZE, CLASSIFIER_SIZE), mode="bilinear",
                                align_corners=False, antialias=images.shape[-1] > CLASSIFIER_SIZE)
@@ -105,7 +119,7 @@ class ClassifierFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(to_classifier_input(images))
+        return self.classifier.features(to_classifier_input(images, self.classifier.channels))
 
 
 # --------------------------------------------------------------------------------------------- the classifier
@@ -117,6 +131,19 @@ def _shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 2) ->
     return padded[:, :, dy:dy + size, dx:dx + size][:n]
 
 
+def evaluation_labels(data: ImageData) -> torch.Tensor:
+    """The class of each image for the evaluation classifier: the dataset's own labels, or for ``emoji-faces`` its
+    :data:`EVAL_CLASSES` (kind of emoji x colour, from the subcategory and the skin-tone attributes)."""
+    if data.name != "emoji-faces":
+        return data.labels
+    subcategory = [data.label_names[i] for i in data.labels.tolist()]
+    kind = torch.tensor([FACE_KINDS.index(s) if s in FACE_KINDS else -1 for s in subcategory])
+    tone = torch.zeros(len(data), dtype=torch.long)
+    for t in range(1, 6):
+        tone[data.attribute(f"skin_tone_{t}")] = t
+    return torch.where(kind < 0, 0, 1 + kind * len(FACE_TONES) + tone)
+
+
 def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: str = "auto",
                      data_dir: str | Path | None = None, batch_size: int = 128, seed: int = 0,
                      device: str | torch.device = "cpu", save_to: str | Path | None = None,
@@ -124,7 +151,8 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
     """Train the evaluation classifier on the real training images and measure it on the real test images.
 
     Returns the classifier (eval mode, CPU) and an info dict (``test_accuracy``, where the data came from,
-    epochs, seconds). ``epochs=None`` picks 6 for the 9,000-image subset and 3 for a full 60,000-image set.
+    epochs, seconds). ``epochs=None`` picks 6 for the 9,000-image subset, 3 for a full 60,000-image set and 40
+    for the 1,606 colour faces (also flipped left-right at random, as emoji come in both directions).
     ``save_to`` writes a file :func:`load_classifier` can read.
     """
     from tqdm.auto import tqdm
@@ -135,9 +163,10 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
     rng = torch.Generator().manual_seed(seed)
     train = load_dataset(dataset, CLASSIFIER_SIZE, data_dir, split="train", source=source)
     test = load_dataset(dataset, CLASSIFIER_SIZE, data_dir, split="test", source=source)
+    labels = evaluation_labels(train)
     if epochs is None:
-        epochs = 6 if len(train) <= 20_000 else 3
-    model = SmallClassifier(len(CLASS_NAMES[dataset])).to(device)
+        epochs = 40 if len(train) <= 5_000 else 6 if len(train) <= 20_000 else 3
+    model = SmallClassifier(len(EVAL_CLASSES[dataset]), channels=EVAL_CHANNELS.get(dataset, 1)).to(device)
     steps = epochs * (len(train) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
@@ -148,8 +177,10 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
         order = torch.randperm(len(train), generator=rng)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[start:start + batch_size]
-            x = _shift(train.batch(idx), rng).to(device)
-            loss = F.cross_entropy(model(x), train.labels[idx].to(device), label_smoothing=0.05)
+            x = _shift(train.batch(idx), rng)
+            if dataset == "emoji-faces":
+                x = torch.where(torch.rand(len(x), 1, 1, 1, generator=rng) < 0.5, x.flip(-1), x)
+            loss = F.cross_entropy(model(x.to(device)), labels[idx].to(device), label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -174,11 +205,11 @@ def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: 
 def classifier_accuracy(model: SmallClassifier, data: ImageData, batch_size: int = 1000) -> float:
     """Share of ``data``'s images the classifier labels correctly."""
     model.eval()
-    correct = 0
+    correct, labels = 0, evaluation_labels(data)
     for start in range(0, len(data), batch_size):
         index = slice(start, start + batch_size)
-        logits = model(to_classifier_input(data.batch(index)))
-        correct += int((logits.argmax(1).cpu() == data.labels[index].cpu()).sum())
+        logits = model(to_classifier_input(data.batch(index), model.channels))
+        correct += int((logits.argmax(1).cpu() == labels[index].cpu()).sum())
     return correct / len(data)
 
 
@@ -207,7 +238,7 @@ def load_classifier(dataset: str = "mnist", retrain: bool = False) -> tuple[Smal
         return model, info
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = SmallClassifier(len(CLASS_NAMES[dataset]))
+        model = SmallClassifier(len(EVAL_CLASSES[dataset]), channels=EVAL_CHANNELS.get(dataset, 1))
         model.load_state_dict(state["state_dict"])
     except Exception as err:
         raise ValueError(f"{path} is not a readable classifier ({type(err).__name__}: {err}); delete it, or call "
@@ -218,9 +249,10 @@ def load_classifier(dataset: str = "mnist", retrain: bool = False) -> tuple[Smal
 # --------------------------------------------------------------------------------------------- the metrics
 @torch.no_grad()
 def classify(images: torch.Tensor, classifier: SmallClassifier, batch_size: int = 500) -> torch.Tensor:
-    """Class probabilities (N, 10) for images in [-1, 1]."""
+    """Class probabilities (N, K) for images in [-1, 1]."""
     classifier.eval()
-    return torch.cat([F.softmax(classifier(to_classifier_input(images[i:i + batch_size].cpu())), dim=1)
+    return torch.cat([F.softmax(classifier(to_classifier_input(images[i:i + batch_size].cpu(), classifier.channels)),
+                                dim=1)
                       for i in range(0, images.shape[0], batch_size)])
 
 
@@ -328,6 +360,18 @@ def noise_images(num: int, image_size: int = CLASSIFIER_SIZE, channels: int = 1,
 
 @functools.lru_cache(maxsize=8)
 def _real_sets(dataset: str, num: int, image_size: int, source: str, data_dir: str | None):
+    """(the real set samples are measured against at 32x32, the real anchor set at ``image_size``)."""
+    if dataset == "emoji-faces":
+        # Its test split (183 faces) is too small for FD, so the two sets are halves of the 1,606 training faces,
+        # shuffled once (the file is ordered by emoji): as GAN papers measure FID against the training set.
+        train = load_dataset(dataset, image_size, data_dir, split="train")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+        half = min(num, len(train) // 2)
+        def pick(index: torch.Tensor, size: int) -> ImageData:
+            return dataclasses.replace(train, images=resize_uint8(train.images[index], size),
+                                       labels=train.labels[index], attributes=train.attributes[index],
+                                       origin=f"{len(index)} of the {len(train):,} training faces, shuffled")
+        return pick(order[:half], CLASSIFIER_SIZE), pick(order[half:2 * half], image_size)
     test = load_dataset(dataset, CLASSIFIER_SIZE, data_dir, split="test", source=source, limit=num)
     train = load_dataset(dataset, image_size, data_dir, split="train", source=source, limit=num)
     return test, train
@@ -369,7 +413,9 @@ def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bo
         images, num = images[:len(test)], len(test)
     distances = _distances_for(dataset, num, source, data_dir)
     result = {"dataset": dataset, "image_size": int(images.shape[-1]), **measure(images, distances, classifier),
-              "classifier_accuracy": info["test_accuracy"], "real_set": f"{num} real test images ({test.origin.split(' in /')[0]})"}
+              "classifier_accuracy": info["test_accuracy"],
+              "real_set": (test.origin if dataset == "emoji-faces"
+                           else f"{num} real test images ({test.origin.split(' in /')[0]})")}
     if note:
         result.update(num_requested=asked, note=note)
     if references:
@@ -423,7 +469,7 @@ def format_result(result: dict) -> str:
     """A readable summary of :func:`evaluate_checkpoint`'s result: the run and its reference rows."""
     rows = {"generated": result, **{"real train (reference)" if k == "real" else f"{k} (reference)": v
                                     for k, v in result.get("reference", {}).items()}}
-    names = CLASS_NAMES.get(result["dataset"], [])
+    names = EVAL_CLASSES.get(result["dataset"], [])
     hist = ", ".join(f"{n}: {h:.0%}" for n, h in zip(names, result["class_histogram"]))
     return (f"{result['dataset']}, {result['num']} samples vs {result['real_set']}; classifier test accuracy "
             f"{result['classifier_accuracy']:.2%}\n{results_table(rows)}\nclass histogram of the samples: {hist}\n"

@@ -571,12 +571,20 @@ class Trainer:
             return
         self._collapse_printed_at = len(h["events"])
         lr, lr_d = (f"{FASTER_G_LRS[k]:.0e}".replace("e-0", "e-") for k in ("lr", "lr_d"))  # "8e-4"
+        c = self.config
+        if c.lr > (c.lr_d or c.lr):  # the usual fix is already in place: say what is left to do
+            advice = (f"This run already gives G the faster learning rate ({c.lr:g} vs D's {c.lr_d:g}): its "
+                      "samples from before D won are in frames/ and checkpoints"
+                      + (", and the EMA of G's weights it samples from changes slowly" if c.ema else "")
+                      + "; a shorter run, or a D learning rate lower still, avoids the late part.")
+        else:
+            advice = (f"What fixed this in notebook 09 (64x64 MNIST): a faster G than D (lr={lr}, lr_d={lr_d}; "
+                      f"CLI --lr {lr} --lr-d {lr_d}) with the DCGAN init (init='dcgan'); label smoothing, "
+                      "instance noise and spectral norm on D did not.")
         message = (f"step {self.step}: D is winning (mean D(G(z)) over the last {w} steps "
                    f"{tail_mean(h['d_fake'], w):.3f}, D loss {tail_mean(h['loss_d'], w):.3f}, G loss "
-                   f"{tail_mean(h['loss_g'], w):.1f}); G's samples have stopped improving and may collapse. What "
-                   f"fixed this in notebook 09 (64x64 MNIST): a faster G than D (lr={lr}, lr_d={lr_d}; "
-                   f"CLI --lr {lr} --lr-d {lr_d}) with the DCGAN init "
-                   "(init='dcgan'); label smoothing, instance noise and spectral norm on D did not.")
+                   f"{tail_mean(h['loss_g'], w):.1f}); G's samples have stopped improving and may collapse. "
+                   + advice)
         h["events"].append({"step": self.step, "kind": "collapse-warning", "message": message})
         print("\nWARNING " + message)
 

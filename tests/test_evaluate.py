@@ -151,3 +151,38 @@ def test_cli_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
 
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope" / "checkpoint.pt")]) == 2
     assert "No checkpoint" in capsys.readouterr().err
+
+
+def test_face_classes_combine_the_kind_of_emoji_and_its_colour():
+    from dcgan_utils.evaluate import EVAL_CLASSES, evaluation_labels
+
+    faces = load_dataset("emoji-faces", 32)
+    labels, names = evaluation_labels(faces), EVAL_CLASSES["emoji-faces"]
+    subcategory = [faces.label_names[i] for i in faces.labels.tolist()]
+    role_tone_3 = next(i for i, s in enumerate(subcategory) if s == "person-role" and faces.attribute("skin_tone_3")[i])
+    smiley = subcategory.index("face-smiling")
+    assert names[labels[role_tone_3]] == "person-role, tone 3" and names[labels[smiley]] == "emoji face"
+    assert len(names) == 19 and set(labels.tolist()) == set(range(19))  # every class has training images
+
+
+def test_shipped_face_classifier_reads_colour_and_tells_faces_from_noise():
+    model, info = load_classifier("emoji-faces")
+    test = load_dataset("emoji-faces", 32, split="test")  # other emoji than the training split's
+    assert model.channels == 3 and info["test_accuracy"] >= 0.95  # 0.9727 measured
+    assert classifier_accuracy(model, test) >= 0.95
+    assert classifier_accuracy(model, load_dataset("emoji-faces", 64, split="test")) >= 0.9  # resized from 64
+    gray = test.batch(slice(0, 8)).mean(1, keepdim=True)
+    with pytest.raises(ValueError, match="3-channel images, got 1"):
+        evaluate_images(gray, "emoji-faces")
+
+
+def test_face_evaluation_measures_against_training_faces_with_anchors():
+    faces = load_dataset("emoji-faces", 64)
+    real = faces.batch(torch.randperm(len(faces), generator=torch.Generator().manual_seed(1))[:300])
+    result = evaluate_images(real, "emoji-faces", references=True)
+    blurred = evaluate_images(gaussian_blur(real, kernel_size=9, sigma=2.0), "emoji-faces")
+    anchors = result["reference"]
+    assert "training faces" in result["real_set"] and result["num"] == 300
+    assert result["fd"] < 2.0 and anchors["real"]["fd"] < 2.0  # real vs real, both measured on 300
+    assert result["fd"] < blurred["fd"] < anchors["noise"]["fd"] and anchors["noise"]["fd"] > 50
+    assert result["classes_present"] >= 15 and result["confident"] > 0.8

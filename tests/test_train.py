@@ -139,6 +139,19 @@ def test_collapse_warning_names_fixes(tmp_path, tiny, capsys):
     assert len(h["events"]) == 1
 
 
+
+def test_collapse_warning_does_not_prescribe_the_fix_a_run_already_uses(tmp_path, tiny, capsys):
+    settings = {**tiny, "lr": 8e-4, "lr_d": 2e-4, "ema": 0.999}
+    trainer = Trainer(out_dir=tmp_path, max_steps=1, collapse_window=100, **settings)
+    h = trainer.history
+    h["loss_d"], h["loss_g"], h["d_fake"] = [0.01] * 100, [6.0] * 100, [0.001] * 100
+    trainer.step = 100
+    trainer._check_collapse()
+    out = capsys.readouterr().out
+    assert "D is winning" in out and "already gives G the faster learning rate (0.0008 vs D's 0.0002)" in out
+    assert "--lr 8e-4" not in out and "EMA" in out
+
+
 def test_minute_budget_counts_the_whole_run(tmp_path, tiny):
     trainer = train(out_dir=tmp_path, max_minutes=0.01, **tiny)
     assert trainer.status == "finished" and trainer.step >= 1

@@ -176,7 +176,10 @@ def test_cpu_profile_64_gives_the_course_recipe_and_keeps_the_seed_one_flag_away
     config, note = resolve_config(TrainConfig(image_size=64), cpu)
     assert (config.width, config.batch_size, config.init) == (profile["width"], profile["batch_size"], "dcgan")
     assert (config.lr, config.lr_d) == (profile["lr"], profile["lr_d"]) and config.lr > config.lr_d
-    assert config.max_steps == profile["max_steps"] and config.epochs is None and "learning rate" in note
+    assert config.max_steps == profile["max_steps"]["default"] and config.epochs is None and "learning rate" in note
+    faces, _ = resolve_config(TrainConfig(dataset="emoji-faces", image_size=64), cpu)  # its own, longer budget
+    assert faces.max_steps == profile["max_steps"]["emoji-faces"] > config.max_steps and faces.width == config.width
+    assert 0 < config.ema < 1 and "EMA" in note
     seed, _ = resolve_config(TrainConfig(image_size=64, recipe="seed"), cpu)
     assert (seed.init, seed.lr, seed.lr_d, seed.width) == ("pytorch", 2e-4, None, profile["width"])
     mine, _ = resolve_config(TrainConfig(image_size=64, lr=1e-4, epochs=2), cpu)  # explicit choices win
