@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, pick_device
-from .diagnostics import d_won
+from .diagnostics import d_won, describe_d_won
 from .evaluate import EVAL_DATASETS, evaluate_generator
 from .sampling import generate_from, seeded_latents
 from .train import Trainer
@@ -169,10 +169,15 @@ def run_problems(trainer: Trainer, fast: bool = False) -> list[str]:
     recognised by the course's classifier (fewer than 8 classes or under 20% confident). Empty if fine."""
     problems = []
     name = trainer.out_dir
-    if trainer.history["d_fake"] and d_won(trainer.history)["at_end"]:
+    won = d_won(trainer.history) if trainer.history["d_fake"] else {"at_end": False}
+    if won["at_end"] and won["share"] >= 0.5:  # D won early and G never got going: the seed's 64x64 MNIST
         problems.append(f"{name}: D had won at the end of the run (D(G(z)) near 0), so its samples are probably "
                         "noise. Delete the folder and run its notebook again, or train longer with a faster G "
                         "(notebook 09).")
+    elif won["at_end"]:  # a late win, after G had learnt: its samples need not be bad
+        problems.append(f"{name}: D had won over the last part of the run ({describe_d_won(trainer.history)}), "
+                        "so G's samples may have stopped improving there, though they need not be noise: judge "
+                        f"them below, against the fixed-latent frames from before step {won['first_step']}.")
     if fast or trainer.config.dataset not in ("mnist", "fashion-mnist"):
         return problems
     result = evaluate_generator(trainer.sampling_generator(), trainer.config.dataset, num=500,

@@ -68,8 +68,11 @@ def test_run_problems_flags_a_run_where_d_had_won(tmp_path, tiny_course_run):
     h = new_history()
     h["step"], h["d_fake"] = list(range(1, 201)), [0.3] * 100 + [0.001] * 100
     trainer.history = h
+    problems = run_problems(trainer, fast=True)  # a late win (a quarter of the run): judge the samples
+    assert len(problems) == 1 and "D had won over the last part" in problems[0] and "need not be noise" in problems[0]
+    h["d_fake"] = [0.3] * 20 + [0.001] * 180  # D won early and for good: noise
     problems = run_problems(trainer, fast=True)
-    assert len(problems) == 1 and "D had won" in problems[0]
+    assert len(problems) == 1 and "probably noise" in problems[0]
     h["d_fake"] = [0.3] * 200
     assert run_problems(trainer, fast=True) == []
 
