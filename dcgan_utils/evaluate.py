@@ -389,6 +389,12 @@ def _distances_for(dataset: str, num: int, source: str, data_dir: str | None) ->
     return FeatureDistances(real_test_images(dataset, num, source, data_dir).batch(slice(None)), classifier)
 
 
+@functools.lru_cache(maxsize=None)
+def _print_once(message: str) -> None:
+    """Print a note once per process (a table of runs would repeat it for every row)."""
+    print(message)
+
+
 def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bool = False,
                     source: str = "auto", data_dir: str | Path | None = None, seed: int = 0) -> dict:
     """FD, KID, class coverage and confident share of ``images`` (N, 1, H, W in [-1, 1]) vs N real test images.
@@ -407,9 +413,13 @@ def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bo
         where = test.origin.split(" in /")[0]
         more = (" The shipped subset holds 1,000 test images; the full test set (10,000) needs source='full' "
                 "(CLI: --source full) or the IDX files in data_dir (--data-dir)." if "subset" in where else "")
-        note = (f"{num} samples were asked for but only {len(test)} real test images are available ({where}), "
-                f"so {len(test)} samples were measured.{more}")
-        print(note)
+        if dataset == "emoji-faces":
+            note = (f"{num} samples were asked for; the faces are measured against half of the training faces "
+                    f"({len(test)}), so {len(test)} samples were measured.")
+        else:
+            note = (f"{num} samples were asked for but only {len(test)} real test images are available ({where}), "
+                    f"so {len(test)} samples were measured.{more}")
+        _print_once(note)
         images, num = images[:len(test)], len(test)
     distances = _distances_for(dataset, num, source, data_dir)
     result = {"dataset": dataset, "image_size": int(images.shape[-1]), **measure(images, distances, classifier),

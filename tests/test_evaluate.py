@@ -186,3 +186,11 @@ def test_face_evaluation_measures_against_training_faces_with_anchors():
     assert result["fd"] < 2.0 and anchors["real"]["fd"] < 2.0  # real vs real, both measured on 300
     assert result["fd"] < blurred["fd"] < anchors["noise"]["fd"] and anchors["noise"]["fd"] > 50
     assert result["classes_present"] >= 15 and result["confident"] > 0.8
+
+
+def test_face_evaluation_caps_n_at_half_the_training_faces_and_says_so_once(capsys):
+    images = load_dataset("emoji-faces", 32).batch(slice(0, 900))
+    first, second = evaluate_images(images, "emoji-faces"), evaluate_images(images, "emoji-faces")
+    out = capsys.readouterr().out
+    assert first["num"] == second["num"] == 803 and first["num_requested"] == 900
+    assert out.count("900 samples were asked for; the faces are measured against half of the training faces") == 1
