@@ -5,7 +5,7 @@ On a 2-core CPU a five-minute run makes a few thousand steps, and comparing ten 
 fp32: a GPU can train every variant to the step counts the CPU would reach, several processes side by side, and
 the CPU only has to measure its own steps/s per variant (seconds each) to turn steps into minutes.
 
-    python benchmarks/steps_sweep.py train --group faces --device cuda --parallel 6 --out sweep   # on the GPU
+    python benchmarks/steps_sweep.py train --group faces64 --device cuda --parallel 8 --out sweep   # on the GPU
     python benchmarks/steps_sweep.py score --out sweep                                          # on any machine
 
 ``train`` writes ``OUT/<group>/<variant>_s<seed>.npz``: for every snapshot step, 1,000 samples at 32x32 (the
