@@ -80,9 +80,9 @@ def train_one(group: str, variant: str, seed: int, device: str, out: Path, snaps
     """Train one variant through its snapshots (a resume per snapshot) and save the samples of each."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from dcgan_utils import Trainer
+    from dcgan_utils.evaluate import to_classifier_input
 
     spec = GROUPS[group]
     settings = {**spec["base"], **spec["variants"][variant]}
@@ -94,8 +94,7 @@ def train_one(group: str, variant: str, seed: int, device: str, out: Path, snaps
                           max_steps=snapshot, checkpoint_every=10**6, progress=False, **settings)
         trainer.fit()
         images = trainer.sample(1000, seed=0).float()
-        resized = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False,
-                                antialias=images.shape[-1] > 32) if images.shape[-1] != 32 else images
+        resized = to_classifier_input(images, channels=images.shape[1])  # what the classifier will see
         to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()  # noqa: E731
         small.append(to_uint8(resized))
         grids.append(to_uint8(images[:64]))

@@ -247,8 +247,7 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
             config.ema = profile["ema"]
             extra += f", an EMA of G's weights ({config.ema:g}) for samples"
         if "max_steps" in profile and all(getattr(config, k) is None for k in BUDGET_FIELDS):
-            steps = profile["max_steps"]
-            config.max_steps = steps.get(config.dataset, steps["default"]) if isinstance(steps, dict) else steps
+            config.max_steps = profile["max_steps"].get(config.dataset, profile["max_steps"]["default"])
             extra += f", {config.max_steps} steps"
         note = (f"CPU profile: no GPU and no width set, so this run uses width={config.width}, batch size "
                 f"{config.batch_size}{extra} (the seed's {config.arch} network is too slow for a CPU). "

@@ -66,8 +66,9 @@ EVAL_DATASETS = tuple(EVAL_CLASSES)  # datasets with labels to train a classifie
 
 
 class SmallClassifier(nn.Module):
-    """A 4-conv CNN for 32x32 images in [-1, 1] (1 channel, or 3 for the colour faces): a 4x4 stride-2 conv to 16x16, then 3x3 convs with BatchNorm and
-    ReLU (32 -> 32 -> 64 -> 64 filters, max-pool to 8x8 and 4x4). Small on purpose, so that it trains on a CPU.
+    """A 4-conv CNN for 32x32 images in [-1, 1] (1 channel, or 3 for the colour faces): a 4x4 stride-2 conv to
+    16x16, then 3x3 convs with BatchNorm and ReLU (32 -> 32 -> 64 -> 64 filters, max-pool to 8x8 and 4x4). Small on
+    purpose, so that it trains on a CPU.
 
     ``features(x)`` is the global-average-pooled last layer (64 numbers): the space FD and KID are measured in.
     ``forward(x)`` returns the class logits.
@@ -367,6 +368,7 @@ def _real_sets(dataset: str, num: int, image_size: int, source: str, data_dir: s
         train = load_dataset(dataset, image_size, data_dir, split="train")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
         half = min(num, len(train) // 2)
+
         def pick(index: torch.Tensor, size: int) -> ImageData:
             return dataclasses.replace(train, images=resize_uint8(train.images[index], size),
                                        labels=train.labels[index], attributes=train.attributes[index],

@@ -139,7 +139,6 @@ def test_collapse_warning_names_fixes(tmp_path, tiny, capsys):
     assert len(h["events"]) == 1
 
 
-
 def test_collapse_warning_does_not_prescribe_the_fix_a_run_already_uses(tmp_path, tiny, capsys):
     settings = {**tiny, "lr": 8e-4, "lr_d": 2e-4, "ema": 0.999}
     trainer = Trainer(out_dir=tmp_path, max_steps=1, collapse_window=100, **settings)
