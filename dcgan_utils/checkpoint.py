@@ -1,192 +1,25 @@
-"""Run-folder files that never lose a user's work: atomic writes, and checkpoints loaded safely.
+"""Checkpoints that never lose a user's work: written atomically (``runfolder.atomic_write``), loaded safely.
 
-A write goes to a fresh, exclusively created temporary file in the same folder and is renamed over the target,
-so a crash, a full disk or a signal leaves either the old file or the new one, never half of one, and no write
-follows a symlink someone planted in the run folder.
+A checkpoint holds everything a run needs to continue bit for bit; :func:`load_checkpoint` checks it before
+anything is built from it, so a damaged or crafted file gives one line, not a traceback or a huge allocation.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
-import os
-import tempfile
-import time
-import weakref
 from pathlib import Path
-from typing import Callable, IO
-
-try:
-    import fcntl
-except ImportError:  # Windows: run folders are not locked there
-    fcntl = None
 
 import torch
 from torch import nn
 
-from .config import TrainConfig, model_kwargs
+from .config import LATER_FIELDS, TrainConfig, model_kwargs
+from .history import check_history
 from .models import build_models, count_parameters
+from .runfolder import DiskFullError, RunFolderError, RunLock, atomic_write, move_aside, prepare_run_folder  # noqa: F401
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 MAX_PARAMETERS = 500_000_000  # far above any course network (seed 000 at 64x64: 12.7M); a crafted file can't OOM
 _REQUIRED_KEYS = ("config", "channels", "generator", "discriminator", "step", "history")
-
-
-LOCK_NAME = ".lock"
-
-
-class DiskFullError(OSError):
-    """A write ran out of disk space; the previous file (if any) is intact."""
-
-
-class RunFolderError(ValueError):
-    """A run folder cannot be used (a file, not writable, or in use by another trainer); the message says why."""
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write(file)`` on a new temporary file next to ``path``, fsync it and rename it over ``path``.
-
-    The temporary file has a unique name and is created exclusively (``O_EXCL``), so two writers never share
-    one and a symlink in its place is never followed; the rename replaces a symlink at ``path`` instead of
-    writing through it. On any error the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-            raise DiskFullError(err.errno, f"No space left to write {path}: {kept}; free some disk space (or use "
-                                           "another --out) and run again") from err
-        raise
-    return path
-
-
-def prepare_run_folder(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it (before any training), with a
-    one-line :class:`RunFolderError` if it is a file or is not writable."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise RunFolderError(f"{folder} is a file, not a folder: choose another output folder (--out)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise RunFolderError(f"Cannot write in the output folder {folder} ({err.strerror or err}): make it writable "
-                             "or choose another output folder (--out)") from err
-    return folder
-
-
-def move_aside(folder: str | Path, keep: tuple[str, ...] = (LOCK_NAME,)) -> Path | None:
-    """Move everything in ``folder`` (but ``keep``) into a new sibling ``FOLDER.old-YYYYmmdd-HHMMSS``; return
-    it, or None if there was nothing to move. Starting a run over never deletes the old one."""
-    folder = Path(folder)
-    entries = [p for p in folder.iterdir() if p.name not in keep] if folder.is_dir() else []
-    if not entries:
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    old = folder.with_name(f"{folder.name}.old-{stamp}")
-    for n in range(2, 1000):
-        try:
-            old.mkdir()
-            break
-        except FileExistsError:
-            old = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
-    try:
-        for entry in entries:
-            os.rename(entry, old / entry.name)
-    except OSError as err:
-        raise RunFolderError(f"Could not move the previous run in {folder} aside to {old} ({err.strerror or err}); "
-                             "move or delete it yourself, or choose another output folder (--out)") from err
-    return old
-
-
-class RunLock:
-    """One trainer per run folder: an exclusive ``fcntl.flock`` on ``FOLDER/.lock``.
-
-    The OS releases the lock when the process ends however it ends, so a crash never leaves a stale lock. A
-    second process asking for a held folder gets a one-line :class:`RunFolderError`. In one process (a notebook
-    re-running a cell, a test), a new lock takes the folder over from a lock whose owner is idle (``busy``
-    False, i.e. not inside ``fit()``); the owner that lost it re-acquires it when it needs it again. Without
-    ``fcntl`` (Windows) nothing is locked.
-    """
-
-    _in_process: dict[tuple[int, int], "weakref.ref[RunLock]"] = {}  # (st_dev, st_ino) of .lock -> its holder
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.busy = False
-        self._fd: int | None = None
-        self._key: tuple[int, int] | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> "RunLock":
-        if fcntl is None or self._fd is not None:
-            return self
-        path = self.folder / LOCK_NAME
-        try:
-            if path.is_symlink():  # never open a planted link: replace it with our own file
-                path.unlink()
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                         0o644)
-        except OSError as err:
-            raise RunFolderError(f"Cannot lock the output folder {self.folder} ({err.strerror or err}): make it "
-                                 "writable or choose another output folder (--out)") from err
-        stat = os.fstat(fd)
-        key = (stat.st_dev, stat.st_ino)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = self._in_process.get(key)
-            holder = holder() if holder is not None else None
-            if holder is None or holder.busy or not holder.held:
-                os.close(fd)
-                raise RunFolderError(self._in_use_message(path)) from None
-            holder.release()  # an idle trainer of this process: take the folder over
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise RunFolderError(self._in_use_message(path)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd, self._key = fd, key
-        self._in_process[key] = weakref.ref(self)
-        return self
-
-    def _in_use_message(self, path: Path) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(path.read_text().strip() or 0)
-            if pid and pid != os.getpid():
-                return (f"{self.folder} is in use by another trainer (process {pid}): wait for it to finish, stop "
-                        "it, or choose another output folder (--out)")
-        return (f"{self.folder} is in use by another trainer: wait for it to finish, stop it, or choose another "
-                "output folder (--out)")
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        if self._key is not None and (ref := self._in_process.get(self._key)) is not None and ref() is self:
-            del self._in_process[self._key]
-        with contextlib.suppress(OSError):
-            os.close(fd)  # closing the descriptor releases the flock
-
-    def __del__(self):
-        self.release()
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
@@ -227,17 +60,26 @@ def _check_state(state: dict, path: Path) -> None:
         raise ValueError(f"{path} is damaged: it lacks {', '.join(missing)}. Retrain with --no-resume")
     config = state["config"]
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if not isinstance(config, dict) or any(k not in config for k in model_kwargs(dict.fromkeys(names), 1)
-                                           if k != "channels"):
+    needed = [k for k in model_kwargs(dict.fromkeys(names), 1) if k not in ("channels", "num_classes")]
+    if not isinstance(config, dict) or any(k not in config for k in needed if k not in LATER_FIELDS):
         raise ValueError(f"{path} is damaged: its config is incomplete. Retrain with --no-resume")
     try:
-        TrainConfig(**{k: v for k, v in config.items() if k in names}).validate()
+        TrainConfig(**{**LATER_FIELDS, **{k: v for k, v in config.items() if k in names}}).validate()
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path} has an invalid config ({err}). Retrain with --no-resume") from err
     if state["channels"] not in (1, 3):
         raise ValueError(f"{path} has channels={state['channels']!r}: a checkpoint holds 1 or 3 channels")
+    classes = state.get("num_classes", 0)
+    if not isinstance(classes, int) or not 0 <= classes <= 1000 or bool(config.get("conditional")) != (classes > 0):
+        raise ValueError(f"{path} has num_classes={classes!r} for conditional={config.get('conditional')!r}. "
+                         "Retrain with --no-resume")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise ValueError(f"{path} has step={state['step']!r}. Retrain with --no-resume")
+    problem = check_history(state["history"])
+    if problem:
+        raise ValueError(f"{path} is damaged: {problem}. Retrain with --no-resume")
     try:
-        g_size, d_size = network_sizes(config, state["channels"])
+        g_size, d_size = network_sizes(config, state["channels"], classes)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path} has an invalid config ({err}). Retrain with --no-resume") from err
     size = g_size + d_size
@@ -246,12 +88,12 @@ def _check_state(state: dict, path: Path) -> None:
                          "it is not a course checkpoint")
 
 
-def network_sizes(config: dict, channels: int) -> tuple[int, int]:
+def network_sizes(config: dict, channels: int, num_classes: int = 0) -> tuple[int, int]:
     """Parameters of G and D for a config, counted on the meta device (nothing is allocated). Built with
     PyTorch's init and no spectral norm, which change no count: their random draws on the meta device cost
     seconds the first time in a process."""
     with torch.device("meta"):
-        generator, discriminator = build_models(**{**model_kwargs(config, channels), "init": "pytorch",
+        generator, discriminator = build_models(**{**model_kwargs(config, channels, num_classes), "init": "pytorch",
                                                    "spectral_norm": False})
     return count_parameters(generator), count_parameters(discriminator)
 
@@ -283,7 +125,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     """The generator of a checkpoint in eval mode (its EMA weights when the run kept them), and its config."""
     state = state if state is not None else load_checkpoint(path)
     config = state["config"]
-    generator, _ = build_models(**model_kwargs(config, state["channels"]))
+    generator, _ = build_models(**model_kwargs(config, state["channels"], state.get("num_classes", 0)))
     weights = state["generator_ema"] if ema and state.get("generator_ema") is not None else state["generator"]
     load_weights(generator, weights, path, "generator")
     return generator.to(device).eval(), config
@@ -294,6 +136,55 @@ def load_models(path: str | Path, device: str | torch.device = "cpu", ema: bool 
     """Generator (EMA weights if kept) and discriminator of a checkpoint, both in eval mode, and its config."""
     state = load_checkpoint(path)
     generator, config = load_generator(path, device=device, ema=ema, state=state)
-    _, discriminator = build_models(**model_kwargs(config, state["channels"]))
+    _, discriminator = build_models(**model_kwargs(config, state["channels"], state.get("num_classes", 0)))
     load_weights(discriminator, state["discriminator"], path, "discriminator")
     return generator, discriminator.to(device).eval(), config
+
+
+def run_state(trainer) -> dict:
+    """What a checkpoint holds: a :class:`~dcgan_utils.train.Trainer`'s networks, optimisers, counters, history,
+    fixed latents and random state, so that a resumed run continues bit for bit."""
+    rng = {"torch": torch.get_rng_state()}
+    if trainer.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    gan, ema = trainer.gan, trainer.gan.ema
+    return {"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(trainer.config),
+            "channels": trainer.data.channels,
+            "num_classes": len(gan.generator.labels.frequencies) if trainer.config.conditional else 0,
+            "generator": gan.generator.state_dict(), "discriminator": gan.discriminator.state_dict(),
+            "generator_ema": ema.module.state_dict() if ema else None, "ema_n_averaged": ema.n_averaged if ema else None,
+            "opt_g": gan.opt_g.state_dict(), "opt_d": gan.opt_d.state_dict(), "scaler": gan.scaler.state_dict(),
+            "step": trainer.step, "epoch": trainer.epochs_done, "epoch_start_step": trainer.epoch_start_step,
+            "elapsed": trainer.elapsed_seconds, "history": trainer.history, "fixed_noise": trainer.fixed_noise,
+            "rng": rng, **({"world_size": trainer.world_size} if trainer.world_size > 1 else {})}
+
+
+def restore_run(trainer, state: dict) -> None:
+    """Put a checkpoint's state (see :func:`run_state`) back into a freshly built trainer; the learning rates
+    are the trainer's config's (a resume may change them)."""
+    path, gan = trainer.checkpoint_path, trainer.gan
+    load_weights(gan.generator, state["generator"], path, "generator")
+    load_weights(gan.discriminator, state["discriminator"], path, "discriminator")
+    if gan.ema is not None and state.get("generator_ema") is not None:
+        load_weights(gan.ema.module, state["generator_ema"], path, "generator EMA")
+        gan.ema.n_averaged.copy_(state["ema_n_averaged"])
+    try:
+        gan.opt_g.load_state_dict(state["opt_g"])
+        gan.opt_d.load_state_dict(state["opt_d"])
+        if state.get("scaler"):
+            gan.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path}: its optimiser state does not fit the networks ({str(err)[:200]}). Retrain with "
+                         "--no-resume") from err
+    trainer.step, trainer.budget.elapsed, trainer.history = state["step"], float(state["elapsed"]), state["history"]
+    trainer.epochs_done = int(state.get("epoch", trainer.step // trainer.steps_per_epoch))
+    trainer.epoch_start_step = min(trainer.step, int(state.get("epoch_start_step",
+                                                               trainer.epochs_done * trainer.steps_per_epoch)))
+    trainer.fixed_noise = state["fixed_noise"].cpu()
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if "cuda" in state["rng"] and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), trainer.device)
+    c = trainer.config
+    for opt, lr in ((gan.opt_g, c.lr), (gan.opt_d, c.lr_d or c.lr)):
+        for group in opt.param_groups:  # the optimisers' saved state holds the old learning rates
+            group["lr"] = lr

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .data import DATASETS, SOURCES
-from .models import ARCHS, LATENT_DIM, SUPPORTED_SIZES
+from .augment import parse_policy
+from .data import DATASETS, LABELLED_DATASETS, SOURCES
+from .models import ARCHS, CONDITIONAL_ARCHS, LATENT_DIM, SUPPORTED_SIZES
 
 # Notebook 09's fix for a narrow 64x64 DCGAN on MNIST: G learns 4x faster than D (measured: the only single
 # change that trained). Also named in the collapse warning.
@@ -45,8 +46,8 @@ CPU_PROFILES: dict[tuple[str, int], dict] = {
 # CPU, the profile's learning rates); "seed": seed 000's code exactly as it ran (PyTorch's default init, Adam 2e-4
 # for both networks), kept one flag away (CLI: --seed-settings) to reproduce its 64x64 MNIST failure (notebook 09).
 RECIPES: dict[str, dict] = {
-    "course": {"init": "dcgan"},
-    "seed": {"init": "pytorch"},
+    "course": {"init": "dcgan", "loss": "bce", "r1": 0.0, "augment": ""},
+    "seed": {"init": "pytorch", "loss": "bce", "r1": 0.0, "augment": ""},
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -56,7 +57,10 @@ DEFAULT_EPOCHS = 5  # when no budget is given at all
 
 # Fields that define the networks and the data: a checkpoint can only be resumed with the same values.
 MODEL_FIELDS = ("dataset", "image_size", "arch", "width", "g_width", "d_width", "bn_eps", "first_batchnorm",
-                "dropout", "spectral_norm", "init", "batch_size", "seed", "ema", "latent_dim")
+                "dropout", "spectral_norm", "init", "batch_size", "seed", "ema", "latent_dim", "d_batchnorm",
+                "conditional")
+# Fields added after checkpoints were first written, with the value every older checkpoint was trained with.
+LATER_FIELDS = {"d_batchnorm": True, "conditional": False, "loss": "bce", "r1": 0.0, "augment": ""}
 # Fields that only say how long to train: always taken from the new call on resume.
 BUDGET_FIELDS = ("epochs", "max_steps", "max_minutes")
 
@@ -93,6 +97,11 @@ class TrainConfig:
         "upsample G's first BatchNorm (seed 004's ablation turns it off)"))
     dropout: float = field(default=0.25, metadata=_help("upsample D's Dropout2d (0 = off)"))
     spectral_norm: bool = field(default=False, metadata=_help("spectral normalisation on D's weights"))
+    d_batchnorm: bool = field(default=True, metadata=_help(
+        "BatchNorm in D (dcgan, transposed, upsample_conv); off: D scores each image on its own (notebook 11)"))
+    conditional: bool = field(default=False, metadata=_help(
+        "class-conditional G and D (a class vector beside z, a projection head on D), for labelled datasets: "
+        "mnist, fashion-mnist, emoji-faces (notebook 11)"))
     init: str | None = field(default=None, metadata=_help(
         "dcgan: N(0, 0.02) as in the paper; pytorch: PyTorch's defaults (unset: the recipe's)",
         choices=("dcgan", "pytorch")))
@@ -107,6 +116,15 @@ class TrainConfig:
     lr_d: float | None = field(default=None, metadata=_help("D's learning rate (unset: lr)"))
     beta1: float = field(default=0.5, metadata=_help("Adam beta1"))
     beta2: float = field(default=0.999, metadata=_help("Adam beta2"))
+    loss: str | None = field(default=None, metadata=_help(
+        "bce: the DCGAN paper's (G's non-saturating loss); hinge: SAGAN's and BigGAN's (unset: the recipe's)",
+        choices=("bce", "hinge")))
+    r1: float | None = field(default=None, metadata=_help(
+        "gamma of the R1 penalty on D's gradient at real images (Mescheder et al. 2018; 0 = off; unset: the "
+        "recipe's)"))
+    augment: str | None = field(default=None, metadata=_help(
+        "DiffAugment policy for everything D sees: comma-separated color, translation, cutout ('' = none; "
+        "unset: the recipe's)"))
     label_smoothing: float = field(default=0.0, metadata=_help("one-sided: real target 1-s (e.g. 0.1)"))
     instance_noise: float = field(default=0.0, metadata=_help("std of noise on D's inputs, annealed to 0"))
     ema: float | None = field(default=None, metadata=_help(
@@ -167,6 +185,17 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value} must be positive")
+        if self.r1 is not None and not 0 <= self.r1 <= 1e4:
+            raise ValueError(f"r1={self.r1} must be in [0, 10000]; 0.1 to 10 is usual, 0 turns it off")
+        parse_policy(self.augment)
+        if self.conditional and self.dataset not in LABELLED_DATASETS:
+            raise ValueError(f"conditional=True needs class labels: dataset={self.dataset!r} has none; use one of "
+                             f"{', '.join(LABELLED_DATASETS)}")
+        if self.conditional and self.arch not in CONDITIONAL_ARCHS:
+            raise ValueError(f"conditional=True needs arch {' or '.join(map(repr, CONDITIONAL_ARCHS))}, not "
+                             f"{self.arch!r}")
+        if not self.d_batchnorm and self.arch == "upsample":
+            raise ValueError("d_batchnorm=False is for the dcgan, transposed and upsample_conv discriminators")
         if self.eval_every < 0 or self.eval_num < 2:
             raise ValueError(f"eval_every={self.eval_every} must be >= 0 and eval_num={self.eval_num} >= 2")
         if self.eval_every and self.dataset not in ("mnist", "fashion-mnist"):
@@ -176,6 +205,72 @@ class TrainConfig:
             raise ValueError("sample_every must be >= 0 and checkpoint_every >= 1")
         if self.data_dir is not None and str(self.data_dir).startswith("~"):
             self.data_dir = str(Path(self.data_dir).expanduser())
+
+
+def with_overrides(base: TrainConfig | None, overrides: dict) -> tuple[TrainConfig, set[str]]:
+    """``base`` (or the defaults) updated with ``overrides``, validated, and the names of the settings the caller
+    chose: the overrides that are not None (a notebook's ``WIDTH = None`` is "unset") and the fields of ``base``
+    that differ from the defaults."""
+    base = base or TrainConfig()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"Unknown setting(s) {', '.join(unknown)}: see TrainConfig (or --help) for the settings")
+    config = TrainConfig(**{**dataclasses.asdict(base), **overrides})
+    config.validate()
+    defaults = TrainConfig()
+    chosen = ({k for k, v in overrides.items() if v is not None}
+              | {name for name in names if getattr(base, name) != getattr(defaults, name)})
+    return config, chosen
+
+
+def merge_resumed(config: TrainConfig, saved: dict, chosen: set[str], path: Path) -> tuple[TrainConfig, dict]:
+    """Resume with the saved networks; settings that do not define them (budgets, device, lr) may change.
+
+    Returns the merged config and the changes made to the saved one, {name: (old, new)}.
+    """
+    saved = {**LATER_FIELDS, **saved}  # a checkpoint from before a field existed was trained with its old value
+    clashes = [k for k in MODEL_FIELDS if k in chosen and saved.get(k) != getattr(config, k)]
+    if clashes:
+        diffs = ", ".join(f"{k}={saved.get(k)!r} (asked {getattr(config, k)!r})" for k in clashes)
+        raise ValueError(f"{path} was trained with {diffs}. Use another output folder, or resume=False (CLI: "
+                         "--no-resume) to start over")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    keep = {k: saved[k] for k in saved if k in names}
+    changes = {}
+    # Budgets always come from the new call (a larger budget finishes the same run); any other setting that does
+    # not define the networks (device, precision, learning rates, logging) may be changed.
+    for k in chosen.union(BUDGET_FIELDS).difference(MODEL_FIELDS):
+        if k not in BUDGET_FIELDS and keep.get(k) != getattr(config, k):
+            changes[k] = (keep.get(k), getattr(config, k))
+        keep[k] = getattr(config, k)
+    return TrainConfig(**keep), changes
+
+
+def settle_config(asked: TrainConfig, previous: dict | None, chosen: set[str], device: torch.device,
+                  path: Path, world_size: int = 1) -> tuple[TrainConfig, dict, str | None]:
+    """The config a run trains with: ``asked``, merged with a checkpoint's (``previous``) when resuming, its unset
+    fields filled (:func:`resolve_config`). Returns it, the changes to the checkpoint's settings and the CPU
+    profile's note (or None)."""
+    changes: dict = {}
+    if previous is not None:
+        n = previous.get("world_size", 1)
+        if n != world_size:
+            raise ValueError(f"{path} was trained by {n} process{'es' * (n > 1)} (each step took {n} batches) and "
+                             f"this run has {world_size}: resume it with "
+                             + (f"torchrun --nproc_per_node {n}" if n > 1 else "a single process (no torchrun)")
+                             + ", or use another output folder")
+        asked, changes = merge_resumed(asked, previous["config"], chosen, path)
+    config, note = resolve_config(asked, device)
+    return config, changes, note
+
+
+def precision_note(config: TrainConfig, asked: str, device: torch.device) -> str | None:
+    """The sentence announcing what ``precision="auto"`` chose, when it chose more than fp32."""
+    if asked != "auto" or config.precision == "fp32":
+        return None
+    return (f"Precision auto: {config.precision} autocast{' + channels_last' if config.channels_last else ''} on "
+            f"{device.type} (fast here; --precision fp32 to turn it off)")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -254,6 +349,9 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
                 "Set width to override.")
     if config.batch_size is None:
         config.batch_size = DEFAULT_BATCH_SIZE
+    for name in ("loss", "r1", "augment"):  # recipes that leave them unset: the DCGAN paper's
+        if getattr(config, name) is None:
+            setattr(config, name, LATER_FIELDS[name])
     if config.ema is None:
         config.ema = 0.0
     if all(getattr(config, k) is None for k in BUDGET_FIELDS):
@@ -264,8 +362,10 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
     return config, note
 
 
-def model_kwargs(config: dict, channels: int) -> dict:
-    """The :func:`~dcgan_utils.models.build_models` arguments of a (saved) config."""
+def model_kwargs(config: dict, channels: int, num_classes: int = 0) -> dict:
+    """The :func:`~dcgan_utils.models.build_models` arguments of a (saved) config; ``num_classes`` for a
+    conditional one. A config saved before a field existed gets the value it was trained with (LATER_FIELDS)."""
     keys = ("arch", "image_size", "width", "g_width", "d_width", "bn_eps", "first_batchnorm", "dropout",
             "spectral_norm", "init", "latent_dim")
-    return {**{k: config[k] for k in keys}, "channels": channels}
+    return {**{k: config[k] for k in keys}, "d_batchnorm": config.get("d_batchnorm", True), "channels": channels,
+            "num_classes": num_classes if config.get("conditional") else 0}

@@ -50,6 +50,13 @@ CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"],
 }
+# The colour faces' classes, for conditional training and the evaluation classifier: what kind of emoji (a face,
+# or a person, a person gesturing, a person in a role: hats, uniforms) in which colour (the default yellow or one of
+# the five skin tones). Telling them apart needs both shape (hands, hats) and colour.
+FACE_KINDS = ("person", "person-gesture", "person-role")
+FACE_TONES = ("yellow", "tone 1", "tone 2", "tone 3", "tone 4", "tone 5")
+CLASS_NAMES["emoji-faces"] = ["emoji face"] + [f"{k}, {t}" for k in FACE_KINDS for t in FACE_TONES]
+LABELLED_DATASETS = tuple(CLASS_NAMES)  # datasets whose images have a class: conditional GANs, evaluation
 _SUBSET_FILES = {"mnist": "mnist_subset.npz", "fashion-mnist": "fashion_mnist_subset.npz"}
 _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
@@ -109,7 +116,9 @@ class ImageData:
 
     @property
     def class_names(self) -> list[str] | None:
-        return CLASS_NAMES.get(self.name)
+        """The names of ``labels`` when they are the dataset's classes (MNIST, FashionMNIST; for the emoji
+        faces ``labels`` are subcategories, see ``label_names``, and their classes come from :func:`class_labels`)."""
+        return None if self.label_names else CLASS_NAMES.get(self.name)
 
     def attribute(self, name: str) -> torch.Tensor:
         """The bool (N,) column of attribute ``name`` (e.g. ``data.images[data.attribute('smiling')]``)."""
@@ -132,6 +141,21 @@ class ImageData:
         extra = f", {len(self.attribute_names)} attributes" if self.attribute_names else ""
         return (f"ImageData({self.name}: {len(self)} images, {self.channels}x{self.image_size}x{self.image_size}, "
                 f"{self.images.dtype} on {self.images.device}{extra}; from {self.origin})")
+
+
+def class_labels(data: ImageData) -> torch.Tensor:
+    """Each image's class, indexing ``CLASS_NAMES[data.name]``: the dataset's own labels, or for ``emoji-faces``
+    its kind of emoji x colour (from the subcategory labels and the skin-tone attributes)."""
+    if data.name not in LABELLED_DATASETS or data.labels is None:
+        raise ValueError(f"{data.name} images have no classes: class labels exist for {', '.join(LABELLED_DATASETS)}")
+    if data.name != "emoji-faces":
+        return data.labels
+    subcategory = [data.label_names[i] for i in data.labels.tolist()]
+    kind = torch.tensor([FACE_KINDS.index(s) if s in FACE_KINDS else -1 for s in subcategory])
+    tone = torch.zeros(len(data), dtype=torch.long)
+    for t in range(1, 6):
+        tone[data.attribute(f"skin_tone_{t}").cpu()] = t
+    return torch.where(kind < 0, 0, 1 + kind * len(FACE_TONES) + tone).to(data.labels.device)
 
 
 def resize_uint8(images: torch.Tensor, image_size: int, chunk: int = 4096) -> torch.Tensor:

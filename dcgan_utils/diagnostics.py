@@ -5,21 +5,13 @@ the live collapse warning, :func:`d_won` and the notebooks agree on what they ca
 """
 from __future__ import annotations
 
-# The order of a step's statistics row (Trainer.train_step stacks them in this order).
-STAT_KEYS = ("loss_g", "loss_d", "d_real", "d_fake", "grad_norm_g", "grad_norm_d")
-LOSS_COLUMNS = slice(0, 2)  # loss_g, loss_d: what must stay finite (fp16 may skip a step with inf gradients)
+from .config import FASTER_G_LRS, TrainConfig
+from .history import LOSS_COLUMNS, STAT_KEYS, new_history  # noqa: F401  (the history's layout lives there)
 
 # D has won when, averaged over a window of steps, D(G(z)) (D's probability "real" on fakes) is below this:
 # D spots nearly every fake, and G's samples stop improving (notebook 09).
 D_WON_BELOW = 0.05
 D_WON_WINDOW = 50  # steps averaged by d_won(); the live warning uses TrainConfig.collapse_window
-
-
-def new_history() -> dict:
-    """An empty history: per-step lists, per-epoch means, frames, events and evaluations."""
-    return {"step": [], **{k: [] for k in STAT_KEYS},
-            "epoch": {"epoch": [], "step": [], "minutes": [], **{k: [] for k in STAT_KEYS}},
-            "samples": [], "events": [], "eval": []}
 
 
 def tail_mean(values: list[float], n: int = 50) -> float:
@@ -75,3 +67,63 @@ def summary(history: dict, n: int = 50) -> str:
     return (f"last {n} steps: G loss {tail_mean(history['loss_g'], n):.2f}, D loss "
             f"{tail_mean(history['loss_d'], n):.2f}, D(x) {tail_mean(history['d_real'], n):.2f}, "
             f"D(G(z)) {tail_mean(history['d_fake'], n):.2f}")
+
+
+class CollapseWatch:
+    """The live "D has won" check: an event in ``history["events"]`` once per ``window`` steps while
+    :func:`d_has_won` holds over the last ``window`` steps.
+
+    Only the first event of a :meth:`start` (one ``fit()``) is printed in full, with advice: the same advice
+    every 100 steps buries the log. Later ones are kept in the history and summed up by :meth:`summary`.
+    """
+
+    def __init__(self, history: dict, window: int):
+        self.history, self.window = history, window
+        self.warned_at = -10 ** 9
+        self.printed_at: int | None = None  # index in history["events"] of this fit's printed warning
+
+    def start(self) -> None:
+        self.printed_at = None
+
+    def check(self, step: int, advice: str) -> str | None:
+        """Record an event if D has won at ``step``; returns the message to print (the first of a fit) or None."""
+        w, h = self.window, self.history
+        if step - self.warned_at < w or not d_has_won(h["d_fake"], window=w):
+            return None
+        self.warned_at = step
+        if self.printed_at is not None:
+            h["events"].append({"step": step, "kind": "collapse-warning", "message": "D still winning"})
+            return None
+        self.printed_at = len(h["events"])
+        message = (f"step {step}: D is winning (mean D(G(z)) over the last {w} steps "
+                   f"{tail_mean(h['d_fake'], w):.3f}, D loss {tail_mean(h['loss_d'], w):.3f}, G loss "
+                   f"{tail_mean(h['loss_g'], w):.1f}); G's samples have stopped improving and may collapse. "
+                   + advice)
+        h["events"].append({"step": step, "kind": "collapse-warning", "message": message})
+        return message
+
+    def summary(self) -> str | None:
+        """One line if the warning fired more than once in this fit, else None. The window it names is the
+        warnings' own: the steps at which D had won over the ``window`` steps before."""
+        if self.printed_at is None:
+            return None
+        this_fit = self.history["events"][self.printed_at:]  # a resumed run's history has older ones
+        warnings = [e["step"] for e in this_fit if e["kind"] == "collapse-warning"]
+        if len(warnings) < 2:
+            return None
+        end = "still at the end" if d_has_won(self.history["d_fake"], window=self.window) else "not at the end"
+        return (f"D was still winning at {len(warnings) - 1} later check(s) (steps {warnings[1]}-{warnings[-1]}), "
+                f"{end} (each check averages D(G(z)) over the {self.window} steps before it).")
+
+
+def collapse_advice(c: TrainConfig) -> str:
+    """What to do when D has won, for a run with settings ``c``: the usual fix, or what is left if it has it."""
+    if c.lr > (c.lr_d or c.lr):  # the usual fix is already in place: say what is left to do
+        return (f"This run already gives G the faster learning rate ({c.lr:g} vs D's {c.lr_d:g}): its samples "
+                "from before D won are in frames/ and checkpoints"
+                + (", and the EMA of G's weights it samples from changes slowly" if c.ema else "")
+                + "; a shorter run, or a D learning rate lower still, avoids the late part.")
+    lr, lr_d = (f"{FASTER_G_LRS[k]:.0e}".replace("e-0", "e-") for k in ("lr", "lr_d"))  # "8e-4"
+    return (f"What fixed this in notebook 09 (64x64 MNIST): a faster G than D (lr={lr}, lr_d={lr_d}; CLI --lr "
+            f"{lr} --lr-d {lr_d}) with the DCGAN init (init='dcgan'); label smoothing, instance noise and "
+            "spectral norm on D did not.")

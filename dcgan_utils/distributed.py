@@ -107,6 +107,20 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def place(device: torch.device) -> tuple[int, int, torch.device]:
+    """This process's rank, the number of processes, and its device (under torchrun, its own GPU)."""
+    if world_size() > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank())
+    return rank(), world_size(), device
+
+
+def report_agreement(*modules: nn.Module) -> None:
+    """Print (on every rank; only rank 0's stdout is shown) whether all ranks hold the same weights."""
+    same = ranks_agree(*modules)
+    print(f"{world_size()} processes: G and D weights " + (
+        "identical on every process" if same else "DIFFER between processes (a bug: please report it)"))
+
+
 def rank_seed(seed: int, rank_: int, step: int) -> int:
     """A different random stream per rank (latents, instance noise, dropout), reproducible from (seed, rank, step)."""
     return (seed * 1_000_003 + step) * 1009 + rank_ + 1
@@ -145,8 +159,9 @@ class RealAndFake(nn.Module):
         super().__init__()
         self.discriminator = discriminator
 
-    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.discriminator.logits(real), self.discriminator.logits(fake)
+    def forward(self, real: torch.Tensor, fake: torch.Tensor, real_labels: torch.Tensor | None = None,
+                fake_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator.logits(real, real_labels), self.discriminator.logits(fake, fake_labels)
 
 
 def wrap(generator: nn.Module, discriminator: nn.Module, device: torch.device):

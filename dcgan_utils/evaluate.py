@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_write, load_checkpoint, load_generator
-from .data import CLASS_NAMES, REPO_DATA_DIR, ImageData, load_dataset, resize_uint8
+from .data import CLASS_NAMES, FACE_KINDS, FACE_TONES, REPO_DATA_DIR, ImageData, class_labels, load_dataset, resize_uint8  # noqa: F401
 from .sampling import generate
 
 CLASSIFIER_SIZE = 32  # the classifier sees 32x32 images; 64x64 samples are resized (antialiased) to this
@@ -55,12 +55,9 @@ PRESENT = 0.01  # a class "appears" if it holds at least this share of the sampl
 CLASSIFIER_FORMAT = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "classifiers"
 CACHE_DIR = REPO_DATA_DIR / "cache"
-# The colour faces' evaluation classes: what kind of emoji (a face, or a person, a person gesturing, a person in a
-# role: hats, uniforms) in which colour (the default yellow or one of the five skin tones). Telling them apart
-# needs both shape (hands, hats) and colour, so the features FD is measured in see both.
-FACE_KINDS = ("person", "person-gesture", "person-role")
-FACE_TONES = ("yellow", "tone 1", "tone 2", "tone 3", "tone 4", "tone 5")
-EVAL_CLASSES = {**CLASS_NAMES, "emoji-faces": ["emoji face"] + [f"{k}, {t}" for k in FACE_KINDS for t in FACE_TONES]}
+# The evaluation classes: each labelled dataset's classes (data.CLASS_NAMES); the colour faces' are the kind of
+# emoji by its colour, so the features FD is measured in see both shape and colour.
+EVAL_CLASSES = CLASS_NAMES
 EVAL_CHANNELS = {"emoji-faces": 3}  # the others are grayscale
 EVAL_DATASETS = tuple(EVAL_CLASSES)  # datasets with labels to train a classifier on
 
@@ -133,16 +130,8 @@ def _shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 2) ->
 
 
 def evaluation_labels(data: ImageData) -> torch.Tensor:
-    """The class of each image for the evaluation classifier: the dataset's own labels, or for ``emoji-faces`` its
-    :data:`EVAL_CLASSES` (kind of emoji x colour, from the subcategory and the skin-tone attributes)."""
-    if data.name != "emoji-faces":
-        return data.labels
-    subcategory = [data.label_names[i] for i in data.labels.tolist()]
-    kind = torch.tensor([FACE_KINDS.index(s) if s in FACE_KINDS else -1 for s in subcategory])
-    tone = torch.zeros(len(data), dtype=torch.long)
-    for t in range(1, 6):
-        tone[data.attribute(f"skin_tone_{t}")] = t
-    return torch.where(kind < 0, 0, 1 + kind * len(FACE_TONES) + tone)
+    """The class of each image for the evaluation classifier (:func:`~dcgan_utils.data.class_labels`)."""
+    return class_labels(data)
 
 
 def train_classifier(dataset: str = "mnist", epochs: int | None = None, source: str = "auto",

@@ -34,6 +34,8 @@ SEED_WIDTHS = {
     "upsample_conv": (512, 512),  # seed 004: g_feat (not given; 512 like ngf*8), d_feat*16 = 512
 }
 SEED_BN_EPS = {"dcgan": 1e-5, "transposed": 1e-5, "upsample": 0.8, "upsample_conv": 1e-5}
+CLASS_DIM = 32  # length of a conditional G's learned class vector
+CONDITIONAL_ARCHS = ("dcgan", "transposed")  # the transposed networks take class labels (notebook 11)
 
 
 def _check_size(image_size: int) -> int:
@@ -52,6 +54,31 @@ def _as_map(z: torch.Tensor) -> torch.Tensor:
     return z.view(z.shape[0], -1, 1, 1)
 
 
+class ClassInput(nn.Module):
+    """A conditional G's class input: a learned vector per class, and how often each class is drawn.
+
+    ``labels`` may be class indices (N,) or, to walk between classes, class weights (N, K) that mix the
+    vectors. ``frequencies`` (the training set's class shares, set by the trainer and saved with the weights)
+    is what :func:`~dcgan_utils.sampling.generate` draws classes from when none are asked for.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes, CLASS_DIM)
+        self.register_buffer("frequencies", torch.full((num_classes,), 1.0 / num_classes))
+
+    def forward(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        if labels is None:
+            raise ValueError(f"this generator draws the class it is given: pass labels (0..{self.num_classes - 1}), "
+                             "e.g. generate(G, 16, labels=3)")
+        if labels.is_floating_point():
+            return labels.reshape(n, self.num_classes).to(self.embedding.weight) @ self.embedding.weight
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
+        return self.embedding(labels.reshape(n).long())
+
+
 class TransposedConvGenerator(nn.Module):
     """Seed 000 / seed 004 transposed G: ConvTranspose 4x4 stride 2, BatchNorm, ReLU; Tanh out.
 
@@ -59,13 +86,15 @@ class TransposedConvGenerator(nn.Module):
     """
 
     def __init__(self, image_size: int = 32, channels: int = 1, width: int = 1024, latent_dim: int = LATENT_DIM,
-                 bias: bool = True, bn_eps: float = 1e-5):
+                 bias: bool = True, bn_eps: float = 1e-5, num_classes: int = 0):
         super().__init__()
         steps = _check_size(image_size)
         _check_width(width, 2 ** (steps - 1), "generator width")
         self.latent_dim = latent_dim
+        self.labels = ClassInput(num_classes) if num_classes else None  # a class-conditional G (notebook 11)
         filters = [width // 2 ** i for i in range(steps)]  # e.g. [1024, 512, 256] for 32x32
-        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, filters[0], 4, 1, 0, bias=bias),
+        inputs = latent_dim + (CLASS_DIM if num_classes else 0)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(inputs, filters[0], 4, 1, 0, bias=bias),
                                    nn.BatchNorm2d(filters[0], eps=bn_eps), nn.ReLU(True)]
         for c_in, c_out in zip(filters, filters[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias),
@@ -74,8 +103,11 @@ class TransposedConvGenerator(nn.Module):
         self.main_module = nn.Sequential(*layers)
         self.output = nn.Tanh()
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.output(self.main_module(_as_map(z)))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = _as_map(z)
+        if self.labels is not None:  # the class's learned vector goes in beside z (Mirza and Osindero 2014)
+            z = torch.cat([z, self.labels(labels, z.shape[0])[:, :, None, None].to(z.dtype)], dim=1)
+        return self.output(self.main_module(z))
 
 
 class UpsampleGenerator(nn.Module):
@@ -106,7 +138,7 @@ class UpsampleGenerator(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         out = self.l1(z.reshape(z.shape[0], -1))
         return self.conv_blocks(out.view(out.shape[0], self.width, self.init_size, self.init_size))
 
@@ -133,7 +165,7 @@ class UpsampleConvGenerator(nn.Module):
         blocks += [nn.Upsample(scale_factor=4), nn.Conv2d(filters[-2], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main_module = nn.Sequential(*blocks)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.main_module(_as_map(z))
 
 
@@ -145,23 +177,35 @@ class ConvDiscriminator(nn.Module):
     """
 
     def __init__(self, image_size: int = 32, channels: int = 1, width: int = 1024, bias: bool = True,
-                 bn_eps: float = 1e-5):
+                 bn_eps: float = 1e-5, batchnorm: bool = True, num_classes: int = 0):
         super().__init__()
         steps = _check_size(image_size)
         _check_width(width, 2 ** (steps - 1), "discriminator width")
         filters = [width // 2 ** i for i in reversed(range(steps))]  # e.g. [256, 512, 1024] for 32x32
         layers: list[nn.Module] = [nn.Conv2d(channels, filters[0], 4, 2, 1, bias=bias), nn.LeakyReLU(0.2, inplace=True)]
         for c_in, c_out in zip(filters, filters[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias), nn.BatchNorm2d(c_out, eps=bn_eps),
-                       nn.LeakyReLU(0.2, inplace=True)]
+            norm = [nn.BatchNorm2d(c_out, eps=bn_eps)] if batchnorm else []
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias), *norm, nn.LeakyReLU(0.2, inplace=True)]
         self.main_module = nn.Sequential(*layers)
         self.output = nn.Sequential(nn.Conv2d(filters[-1], 1, 4, 1, 0, bias=bias), nn.Sigmoid())
+        # a class-conditional D scores "real, and of this class" with a projection (Miyato and Koyama 2018)
+        self.projection = nn.Embedding(num_classes, filters[-1]) if num_classes else None
+        if self.projection is not None:
+            nn.init.xavier_uniform_(self.projection.weight)  # N(0, 1) rows would swamp the score at the start
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """D's score before the Sigmoid, shape (N,)."""
-        return self.output[0](self.main_module(x)).flatten()
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's score before the Sigmoid, shape (N,); for a conditional D, + <class vector, pooled features>."""
+        features = self.main_module(x)
+        score = self.output[0](features).flatten()
+        if self.projection is not None:
+            if labels is None:
+                raise ValueError("this discriminator is class-conditional: pass the images' labels")
+            score = score + (self.projection(labels) * features.sum(dim=(2, 3))).sum(dim=1).to(score.dtype)
+        return score
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.projection is not None:
+            return torch.sigmoid(self.logits(x, labels)).view(-1, 1, 1, 1)
         return self.output(self.main_module(x))
 
 
@@ -194,11 +238,11 @@ class UpsampleDiscriminator(nn.Module):
         ds_size = image_size // 2 ** 4
         self.adv_layer = nn.Sequential(nn.Linear(width * ds_size ** 2, 1), nn.Sigmoid())
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """D's score before the Sigmoid, shape (N,)."""
         return self.adv_layer[0](self.model(x).flatten(1)).flatten()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.adv_layer(self.model(x).flatten(1))
 
 
@@ -225,7 +269,8 @@ def _add_spectral_norm(module: nn.Module) -> None:
 def build_models(arch: str = "dcgan", image_size: int = 32, channels: int = 1, width: int | None = None,
                  g_width: int | None = None, d_width: int | None = None, bn_eps: float | None = None,
                  first_batchnorm: bool = True, dropout: float = 0.25, spectral_norm: bool = False,
-                 init: str = "dcgan", latent_dim: int = LATENT_DIM) -> tuple[nn.Module, nn.Module]:
+                 init: str = "dcgan", latent_dim: int = LATENT_DIM, d_batchnorm: bool = True,
+                 num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """Build a (generator, discriminator) pair from the seeds.
 
     Args:
@@ -239,6 +284,10 @@ def build_models(arch: str = "dcgan", image_size: int = 32, channels: int = 1, w
         dropout: ``"upsample"`` D only; ``0`` is seed 004's ablation 1.
         spectral_norm: wrap D's conv/linear weights in spectral normalisation.
         init: ``"dcgan"`` (paper init) or ``"pytorch"`` (PyTorch defaults, as the seed code ran).
+        d_batchnorm: ``False`` removes D's BatchNorm layers (``"dcgan"``, ``"transposed"``, ``"upsample_conv"``
+            D; notebook 11: a D scored one image at a time, as spectral norm and R1 assume).
+        num_classes: ``> 0`` makes both networks class-conditional (``"dcgan"`` and ``"transposed"``): G takes a
+            learned class vector beside z, D a projection head (notebook 11).
     """
     if arch not in ARCHS:
         raise ValueError(f"arch={arch!r} is not supported: use one of {', '.join(ARCHS)}")
@@ -249,6 +298,10 @@ def build_models(arch: str = "dcgan", image_size: int = 32, channels: int = 1, w
         raise ValueError(f"init={init!r} is not supported: use 'dcgan' or 'pytorch'")
     if bn_eps is not None and not bn_eps > 0:
         raise ValueError(f"bn_eps={bn_eps} must be > 0")
+    if num_classes and arch not in CONDITIONAL_ARCHS:
+        raise ValueError(f"a class-conditional GAN needs arch {' or '.join(map(repr, CONDITIONAL_ARCHS))}, not {arch!r}")
+    if not d_batchnorm and arch == "upsample":
+        raise ValueError("d_batchnorm=False is for the 'dcgan', 'transposed' and 'upsample_conv' discriminators")
     seed_g, seed_d = SEED_WIDTHS[arch]
     gw = g_width or width or seed_g
     dw = d_width or width or seed_d
@@ -256,15 +309,17 @@ def build_models(arch: str = "dcgan", image_size: int = 32, channels: int = 1, w
     common = dict(image_size=image_size, channels=channels)
     if arch in ("dcgan", "transposed"):
         bias = arch == "dcgan"
-        generator: nn.Module = TransposedConvGenerator(**common, width=gw, latent_dim=latent_dim, bias=bias, bn_eps=eps)
-        discriminator: nn.Module = ConvDiscriminator(**common, width=dw, bias=bias, bn_eps=eps)
+        generator: nn.Module = TransposedConvGenerator(**common, width=gw, latent_dim=latent_dim, bias=bias, bn_eps=eps,
+                                                       num_classes=num_classes)
+        discriminator: nn.Module = ConvDiscriminator(**common, width=dw, bias=bias, bn_eps=eps, batchnorm=d_batchnorm,
+                                                     num_classes=num_classes)
     elif arch == "upsample":
         generator = UpsampleGenerator(**common, width=gw, latent_dim=latent_dim, bn_eps=eps,
                                       first_batchnorm=first_batchnorm)
         discriminator = UpsampleDiscriminator(**common, width=dw, bn_eps=eps, dropout=dropout)
     else:
         generator = UpsampleConvGenerator(**common, width=gw, latent_dim=latent_dim, bn_eps=eps)
-        discriminator = ConvDiscriminator(**common, width=dw, bias=False, bn_eps=eps)
+        discriminator = ConvDiscriminator(**common, width=dw, bias=False, bn_eps=eps, batchnorm=d_batchnorm)
     if init == "dcgan":
         dcgan_init(generator)
         dcgan_init(discriminator)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .runfolder import atomic_write
 from .progress import _in_notebook
 
 G_COLOR, D_COLOR = "red", "blue"

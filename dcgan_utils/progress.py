@@ -95,3 +95,32 @@ def _in_notebook() -> bool:
         return get_ipython() is not None and "IPKernelApp" in get_ipython().config
     except Exception:
         return False
+
+
+def training_bar(desc: str, total: int | None, initial: int = 0, seconds_left: float | None = None,
+                 enabled: bool = True):
+    """A training run's progress, as :func:`progress_mode` decides: :class:`ProgressLines` for logs, else a tqdm
+    bar (a widget in Jupyter). With a time budget (``seconds_left``), the bar's time left is the sooner of the
+    steps' and the budget's ends: a 5-minute run planned for 40 epochs says "5 min left", not "2 h"."""
+    mode = progress_mode(enabled)
+    if mode == "lines":
+        return ProgressLines(total=total, initial=initial, desc=desc, seconds_left=seconds_left)
+    from tqdm.auto import tqdm
+
+    if mode == "off" or seconds_left is None:
+        return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=mode == "off", dynamic_ncols=True)
+
+    class BudgetBar(tqdm):
+        @property
+        def format_dict(self):
+            d = super().format_dict
+            left = max(seconds_left - (d.get("elapsed") or 0), 0.0)
+            if self.total and d.get("rate"):
+                left = min(left, (self.total - self.n) / d["rate"])
+            d["budget_left"] = self.format_interval(left)
+            return d
+
+    bar_format = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{budget_left}, "
+                  "{rate_fmt}{postfix}]" if total else "{desc}: {n_fmt} steps [{elapsed}<{budget_left}, "
+                  "{rate_fmt}{postfix}]")
+    return BudgetBar(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, bar_format=bar_format)

@@ -19,6 +19,7 @@ def _run(tmp_path, data, name: str, steps: int = STEPS, **options) -> tuple[Trai
 
     Returns the trainer, each step's statistics, and the initial weights of G and D (flattened).
     """
+    options = {"precision": "fp32", **options}  # the reference: plain fp32 on any CPU (auto picks bf16 on AMX)
     trainer = Trainer(out_dir=tmp_path / name, data=data, resume=False, progress=False, dataset="mnist",
                       image_size=32, width=32, batch_size=32, device="cpu", **options)
     initial = {part: _weights(getattr(trainer, part)) for part in ("generator", "discriminator")}
@@ -81,7 +82,7 @@ def test_resident_uint8_batches_equal_the_torchvision_transform(mnist_small):
 def test_train_step_equals_the_textbook_step(tmp_path, mnist_small):
     """One G forward, no D weight gradients during G's step, set_to_none: same update as pytorch/examples' dcgan."""
     trainer = Trainer(out_dir=tmp_path, data=mnist_small, resume=False, progress=False, dataset="mnist",
-                      image_size=32, width=32, batch_size=32, device="cpu")
+                      image_size=32, width=32, batch_size=32, device="cpu", precision="fp32")
     G, D = build_models("dcgan", 32, 1, width=32)
     G.load_state_dict(trainer.generator.state_dict())
     D.load_state_dict(trainer.discriminator.state_dict())
@@ -165,11 +166,11 @@ def test_fp16_is_refused_without_cuda(tmp_path, mnist_small):
 def test_a_skipped_mixed_precision_step_is_not_a_divergence(tmp_path, mnist_small):
     """fp16's GradScaler skips steps whose gradients overflow (inf norms); only non-finite losses stop a run."""
     trainer = Trainer(out_dir=tmp_path, data=mnist_small, progress=False, width=32, batch_size=32, device="cpu")
-    trainer._pending = [torch.tensor([0.7, 1.3, 0.5, 0.5, float("inf"), 2.0])]
+    trainer.stats.pending = [torch.tensor([0.7, 1.3, 0.5, 0.5, float("inf"), 2.0])]
     trainer.step = 1
     assert trainer._flush(None)
     assert trainer.history["grad_norm_g"] == [float("inf")] and not trainer.history["events"]
-    trainer._pending = [torch.tensor([float("nan"), 1.3, 0.5, 0.5, 1.0, 2.0])]
+    trainer.stats.pending = [torch.tensor([float("nan"), 1.3, 0.5, 0.5, 1.0, 2.0])]
     trainer.step = 2
     assert not trainer._flush(None)
     assert trainer.history["events"][-1]["kind"] == "diverged"

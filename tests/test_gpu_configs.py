@@ -189,10 +189,10 @@ def _scaled(tmp_path, data, name, init_scale=None):
     """A tiny trainer; with ``init_scale``, switched to fp16 autocast and an enabled CPU GradScaler (what the
     Trainer builds on CUDA for precision='fp16', with CPU kernels)."""
     trainer = Trainer(out_dir=tmp_path / name, data=data, width=32, batch_size=32, device="cpu", resume=False,
-                      progress=False, seed=1)
-    if init_scale is not None:
-        trainer.config.precision = "fp16"
-        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+                      progress=False, seed=1, precision="fp32")
+    if init_scale is not None:  # what build_gan sets up for precision="fp16"
+        trainer.gan.autocast = lambda: torch.autocast("cpu", dtype=torch.float16)
+        trainer.gan.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
     return trainer
 
 
@@ -219,7 +219,7 @@ def test_the_gradscaler_step_runs_on_cpu_with_fp16_autocast(tmp_path, stand_in):
     assert torch.isfinite(stats[:4]).all() and not torch.isfinite(stats[4:]).all()
     assert overflow.scaler.get_scale() == 2.0 ** 59
     assert all(torch.equal(before[k], v) for k, v in _weights(overflow).items())
-    overflow._pending, overflow.step = [stats], 1
+    overflow.stats.pending, overflow.step = [stats], 1
     assert overflow._flush(None) and not overflow.history["events"]  # a skipped step is not a divergence
 
 

@@ -30,11 +30,11 @@ import torch
 from PIL import Image
 
 from dcgan_utils import DatasetError, TrainConfig, Trainer, load_checkpoint, load_dataset, load_generator
-from dcgan_utils import checkpoint as checkpoint_module
+from dcgan_utils import runfolder as runfolder_module
 from dcgan_utils.checkpoint import RunFolderError
 from dcgan_utils.cli import main
 from dcgan_utils.sampling import generate
-from dcgan_utils.train import ProgressLines, progress_mode
+from dcgan_utils.progress import ProgressLines, progress_mode
 
 TINY = ["--dataset", "mnist", "--source", "subset", "--limit", "256", "--width", "16", "--batch-size", "32",
         "--device", "cpu"]
@@ -137,7 +137,7 @@ def test_a_second_trainer_on_a_run_folder_is_refused(tmp_path, mnist_small):
 
 
 def test_without_fcntl_folders_are_simply_not_locked(tmp_path, mnist_small, monkeypatch):
-    monkeypatch.setattr(checkpoint_module, "fcntl", None)  # as on Windows
+    monkeypatch.setattr(runfolder_module, "fcntl", None)  # as on Windows
     trainer = Trainer(out_dir=tmp_path, data=mnist_small, max_steps=1, progress=False, **{**TINY_KW, "limit": None})
     assert trainer.fit().status == "finished" and not (tmp_path / ".lock").exists()
 

@@ -63,8 +63,8 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes(tmp_path, tiny):
     trainer = Trainer(out_dir=tmp_path, max_steps=20, **tiny)
     step = trainer.train_step
 
-    def step_then_interrupt(real):
-        stats = step(real)
+    def step_then_interrupt(real, *labels):
+        stats = step(real, *labels)
         if trainer.step == 4:  # the 5th step is running
             os.kill(os.getpid(), signal.SIGINT)
         return stats
@@ -129,13 +129,13 @@ def test_collapse_warning_names_fixes(tmp_path, tiny, capsys):
     h["loss_g"] = [5.0] * 50 + [8.0] * 50
     h["d_fake"] = [0.001] * 100
     trainer.step = 100
-    trainer._check_collapse()
+    trainer._flush(None)  # a host sync: it runs the collapse check
     out = capsys.readouterr().out
     assert "D is winning" in out and "lr_d=2e-4" in out and "--lr 8e-4 --lr-d 2e-4" in out
     assert h["events"][-1]["kind"] == "collapse-warning"
     h["loss_d"], h["d_fake"] = [0.7] * 100, [0.3] * 100  # a healthy game: no warning
-    trainer.step, trainer._collapse_warned_at = 400, -10 ** 9
-    trainer._check_collapse()
+    trainer.step, trainer.collapse.warned_at = 400, -10 ** 9
+    trainer._flush(None)  # a host sync: it runs the collapse check
     assert len(h["events"]) == 1
 
 
@@ -145,7 +145,7 @@ def test_collapse_warning_does_not_prescribe_the_fix_a_run_already_uses(tmp_path
     h = trainer.history
     h["loss_d"], h["loss_g"], h["d_fake"] = [0.01] * 100, [6.0] * 100, [0.001] * 100
     trainer.step = 100
-    trainer._check_collapse()
+    trainer._flush(None)  # a host sync: it runs the collapse check
     out = capsys.readouterr().out
     assert "D is winning" in out and "already gives G the faster learning rate (0.0008 vs D's 0.0002)" in out
     assert "--lr 8e-4" not in out and "EMA" in out
@@ -204,3 +204,26 @@ def test_precision_auto_uses_bf16_only_where_it_is_fast(tmp_path, tiny, monkeypa
     assert forced.config.precision == "fp32"
     with pytest.raises(ValueError, match="precision='fp16' needs a CUDA GPU"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_a_checkpoint_written_before_the_step_module_still_loads_samples_and_resumes(tmp_path, capsys):
+    """tests/data/checkpoint_before_step_module.pt was written by the course as it was before the textbook step
+    moved to step.py (width 16, 3 steps, EMA): it loads, draws exactly the images it drew then, and resumes."""
+    import shutil
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    expected = torch.load(data / "checkpoint_before_step_module.samples.pt", weights_only=True)
+    state = load_checkpoint(data / "checkpoint_before_step_module.pt")
+    assert "conditional" not in state["config"]  # written before the field existed
+    for ema, key in ((True, "ema"), (False, "raw")):
+        G, _ = load_generator(data / "checkpoint_before_step_module.pt", ema=ema)
+        with torch.no_grad():
+            torch.testing.assert_close(G(state["fixed_noise"]), expected[key])
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(data / "checkpoint_before_step_module.pt", run / "checkpoint.pt")
+    trainer = Trainer(out_dir=run, dataset="mnist", source="subset", limit=64, image_size=32, max_steps=5,
+                      progress=False, device="cpu", precision="fp32").fit()
+    assert "Resuming" in capsys.readouterr().out and trainer.step == 5 and trainer.status == "finished"
+    assert load_checkpoint(run)["config"]["conditional"] is False

@@ -22,12 +22,12 @@ def _constant_d(trainer: Trainer, value: float, seen: list | None = None):
     """Replace D's score by a constant (still connected to D's graph), optionally recording D's inputs."""
     logits = trainer.discriminator.logits
 
-    def fake_logits(x):
+    def fake_logits(x, labels=None):
         if seen is not None:
             seen.append(x.detach().clone())
         return logits(x) * 0 + value
 
-    trainer._d_logits = fake_logits
+    trainer.gan.run_d = fake_logits
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
@@ -144,7 +144,7 @@ def test_collapse_warning_fires_when_d_wins(tmp_path, tiny, capsys):
     trainer = Trainer(out_dir=tmp_path, collapse_window=40, **tiny)
     trainer.step = 40
     # D's loss ~0 and G's loss climbing: the signature of the seed's 64x64 MNIST run
-    trainer._pending = [torch.tensor([2.0 + 0.2 * i, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for i in range(40)]
+    trainer.stats.pending = [torch.tensor([2.0 + 0.2 * i, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for i in range(40)]
     assert trainer._flush(None)
     events = [e for e in trainer.history["events"] if e["kind"] == "collapse-warning"]
     assert len(events) == 1 and "D is winning" in capsys.readouterr().out
@@ -157,9 +157,9 @@ def test_collapse_warning_is_printed_once_then_summed_up(tmp_path, tiny, capsys)
     trainer = Trainer(out_dir=tmp_path, collapse_window=40, **tiny)
     for window in range(3):  # D keeps winning for three windows
         trainer.step = 40 * (window + 1)
-        trainer._pending = [torch.tensor([5.0, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for _ in range(40)]
+        trainer.stats.pending = [torch.tensor([5.0, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for _ in range(40)]
         trainer._flush(None)
-    trainer._announce_collapse()
+    print(trainer.collapse.summary())
     out = capsys.readouterr().out
     events = [e["step"] for e in trainer.history["events"] if e["kind"] == "collapse-warning"]
     assert events == [40, 80, 120]
@@ -241,8 +241,8 @@ def test_the_collapse_sum_up_counts_only_this_fit_after_a_resume(tmp_path, tiny,
     trainer.history["events"].append({"step": 10, "kind": "collapse-warning", "message": "from an earlier fit()"})
     for window in range(2):
         trainer.step = 40 * (window + 1)
-        trainer._pending = [torch.tensor([5.0, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for _ in range(40)]
+        trainer.stats.pending = [torch.tensor([5.0, 0.01, 0.99, 0.001, 1e-3, 1e-3]) for _ in range(40)]
         trainer._flush(None)
-    trainer._announce_collapse()
+    print(trainer.collapse.summary())
     out = capsys.readouterr().out
     assert out.count("D is winning") == 1 and "at 1 later check(s) (steps 80-80)" in out
