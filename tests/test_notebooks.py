@@ -33,7 +33,7 @@ NBVAL_TAG = "nbval-check-output"  # nbval compares these cells' outputs (with --
 LOCAL_PATH = re.compile(r"(/work/|/tmp/|/home/\w|/root/|/Users/\w|[A-Z]:\\\\Users)")
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
-from run_notebooks import NotebookFailed, list_notebooks, run_notebook  # noqa: E402
+from run_notebooks import NotebookFailed, list_notebooks, run_notebook, stale_widgets, strip_stale_widgets  # noqa: E402
 
 ids = [p.stem for p in NOTEBOOKS]
 
@@ -91,6 +91,24 @@ def test_a_failing_cell_is_named(tmp_path):
     executed = nbformat.read(tmp_path / "out" / "98_broken.ipynb", as_version=4)
     # fast mode injected FAST=True after the parameters cell
     assert any("FAST = True" in c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+
+
+def test_stale_widget_state_is_stripped_and_shown_widgets_are_kept(tmp_path):
+    """A progress bar saved by an older execution (its model in the metadata, no output showing it) is removed;
+    a slider an output shows, and the layout it refers to, stay."""
+    nb = nbformat.v4.new_notebook()
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "aa11", "version_major": 2, "version_minor": 0}}
+    nb.cells = [nbformat.v4.new_code_cell("slider", outputs=[nbformat.v4.new_output("display_data", data=view)])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"version_major": 2, "version_minor": 0, "state": {
+        "aa11": {"model_name": "IntSliderModel", "state": {"layout": "IPY_MODEL_bb22"}},
+        "bb22": {"model_name": "LayoutModel", "state": {}},
+        "cc33": {"model_name": "FloatProgressModel", "state": {"value": 1820, "max": 1820}}}}}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert stale_widgets(nb) == {"cc33"}
+    assert strip_stale_widgets(path) == 1
+    kept = nbformat.read(path, as_version=4).metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert set(kept) == {"aa11", "bb22"} and strip_stale_widgets(path) == 0
 
 
 def test_cli_exits_nonzero_on_unknown_notebook():
@@ -153,6 +171,8 @@ def test_committed_notebook_follows_the_conventions(notebook):
         assert not errors, f"code cell {i + 1} has an error output"
         stderr = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stderr")
         assert "Traceback" not in stderr, f"code cell {i + 1} printed a traceback"
+    stale = stale_widgets(nb)
+    assert not stale, f"{len(stale)} saved widget models that no output shows: re-execute with tools/run_notebooks.py"
     for i, cell in enumerate(nb.cells):
         for text in (cell.source, _outputs_text(cell) if cell.cell_type == "code" else ""):
             match = LOCAL_PATH.search(text)

@@ -127,7 +127,48 @@ def run_notebook(notebook: Path, out_dir: Path, fast: bool = False, runs_dir: st
     except Exception as err:  # kernel died, timeout, unreadable notebook
         raise NotebookFailed(notebook, f"{notebook.name}: could not be executed ({type(err).__name__}: {err})",
                              ename=type(err).__name__) from err
+    strip_stale_widgets(output)
     return output
+
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def stale_widgets(nb) -> set[str]:
+    """The saved widget models (ipywidgets state in the notebook's metadata) that no output shows, directly or
+    through another shown widget (a progress bar inside a box, a slider's layout): state from an older run."""
+    import json
+    import re
+
+    state = nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    todo = [o["data"][WIDGET_VIEW]["model_id"] for c in nb.get("cells", []) for o in c.get("outputs", [])
+            if WIDGET_VIEW in o.get("data", {})]
+    shown: set[str] = set()
+    while todo:
+        key = todo.pop()
+        if key in state and key not in shown:
+            shown.add(key)
+            todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[key]))
+    return set(state) - shown
+
+
+def strip_stale_widgets(path: Path) -> int:
+    """Remove :func:`stale_widgets` from the notebook at ``path`` (and the widget metadata, when none is left);
+    returns how many were removed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    stale = stale_widgets(nb)
+    if not stale:
+        return 0
+    widgets = nb.metadata["widgets"][WIDGET_STATE]
+    for key in stale:
+        del widgets["state"][key]
+    if not widgets["state"]:
+        del nb.metadata["widgets"]
+    nbformat.write(nb, path)
+    return len(stale)
 
 
 def _original_cell_index(notebook: Path, source: str, fallback: int) -> int:
