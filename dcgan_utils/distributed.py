@@ -97,6 +97,9 @@ def torchrun_session(device: str = "auto"):
         else:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 yield
+        # A normal end: leave the group together (rank 0 writes the outputs after the others are done; a rank
+        # that tore its group down while another still had it open once aborted at exit, under load).
+        dist.barrier()
     finally:
         shutdown()
 

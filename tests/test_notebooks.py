@@ -36,6 +36,9 @@ sys.path.insert(0, str(REPO_ROOT / "tools"))
 from run_notebooks import NotebookFailed, list_notebooks, run_notebook, stale_widgets, strip_stale_widgets  # noqa: E402
 
 ids = [p.stem for p in NOTEBOOKS]
+# Under pytest-xdist every notebook test runs on one worker, in number order, so a notebook finds the runs of the
+# notebooks before it in the shared run folder (06 uses 02's) instead of training them again.
+pytestmark = pytest.mark.xdist_group("notebooks")
 
 
 @pytest.fixture(scope="session")
@@ -129,19 +132,44 @@ def test_notebook_runs_in_fast_mode(notebook, shared_runs_dir, tmp_path):
 
 # ------------------------------------------------------------------------------------------- (b) nbval
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=ids)
-def test_committed_outputs_still_match(notebook, shared_runs_dir):
+def test_committed_outputs_still_match(notebook, shared_runs_dir, tmp_path):
     """nbval --nbval-lax re-runs the notebook (fast mode) and compares the cells tagged nbval-check-output (a cell
-    tag rather than a comment, so students don't see test markup in their cells)."""
+    tag rather than a comment, so students don't see test markup in their cells).
+
+    The compared cells come early (architecture tables, data statistics), so nbval runs the notebook as committed
+    up to its last tagged cell: the cells after it cannot change what it compares, and the whole notebook is
+    executed by test_notebook_runs_in_fast_mode."""
     nb = nbformat.read(notebook, as_version=4)
     assert not any("NBVAL_CHECK_OUTPUT" in c.source for c in _code_cells(nb)), "use the nbval-check-output tag"
-    if not any(NBVAL_TAG in c.metadata.get("tags", []) for c in _code_cells(nb)):
+    tagged = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and NBVAL_TAG in c.metadata.get("tags", [])]
+    if not tagged:
         pytest.skip(f"{notebook.name} has no cell tagged {NBVAL_TAG}")
-    env = {**os.environ, "DCGAN_FAST": "1", "DCGAN_RUNS_DIR": str(shared_runs_dir),
-           "OMP_NUM_THREADS": KERNEL_THREADS, "MKL_NUM_THREADS": KERNEL_THREADS}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-           "--nbval-sanitize-with", str(SANITIZE_CFG), "--nbval-current-env", notebook.name]
-    result = subprocess.run(cmd, cwd=NOTEBOOKS_DIR, env=env, capture_output=True, text=True)
+    result = _nbval(nb, tagged[-1], tmp_path / notebook.name, shared_runs_dir)
     assert result.returncode == 0, f"nbval failed on {notebook.name}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+
+
+def test_nbval_fails_when_a_tagged_output_changes(shared_runs_dir, tmp_path):
+    """The check above can fail: a committed table with one number changed no longer matches a fresh run."""
+    notebook = next(p for p in NOTEBOOKS if p.name.startswith("10_"))
+    nb = nbformat.read(notebook, as_version=4)
+    last = max(i for i, c in enumerate(nb.cells) if NBVAL_TAG in c.metadata.get("tags", []))
+    stream = next(o for o in nb.cells[last].outputs if o.get("output_type") == "stream")
+    stream["text"] = re.sub(r"\d", lambda m: str((int(m.group(0)) + 1) % 10), stream["text"], count=1)
+    result = _nbval(nb, last, tmp_path / notebook.name, shared_runs_dir)
+    assert result.returncode != 0 and "mismatch" in (result.stdout + result.stderr).lower(), result.stdout[-3000:]
+
+
+def _nbval(nb, last_cell: int, path: Path, runs_dir: Path) -> subprocess.CompletedProcess:
+    """nbval (fast mode) on ``nb``'s cells up to ``last_cell``, written to ``path``."""
+    nb.cells = nb.cells[:last_cell + 1]
+    nbformat.write(nb, path)
+    ini = path.parent / "pytest.ini"  # not the course's pytest settings (-n auto): nbval runs cells in order
+    ini.write_text("[pytest]\n")
+    env = {**os.environ, "DCGAN_FAST": "1", "DCGAN_RUNS_DIR": str(runs_dir),
+           "OMP_NUM_THREADS": KERNEL_THREADS, "MKL_NUM_THREADS": KERNEL_THREADS}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", str(ini), "-p", "no:cacheprovider", "--nbval-lax",
+           "--nbval-sanitize-with", str(SANITIZE_CFG), "--nbval-current-env", str(path)]
+    return subprocess.run(cmd, cwd=path.parent, env=env, capture_output=True, text=True)
 
 
 # ------------------------------------------------------------------------------------------- (c) conventions
