@@ -132,6 +132,27 @@ class ReferenceLoop:
         self.losses.append(err_g.item())  # the examples print losses every few steps; .item() syncs each step
 
 
+class PlainLoop(ReferenceLoop):
+    """The reference step alone ("a plain loop"): the same step, its batches indexed from the resident uint8
+    tensor ours uses instead of a DataLoader of PIL images, so that the difference is the step itself."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, image_size: int, batch_size: int, device: torch.device):
+        self.G, self.D, self.device, self.batch_size = G, D, device, batch_size
+        self.criterion = nn.BCELoss()
+        self.opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.images = _subset_uint8(image_size).to(device)
+        self.order, self.position = torch.randperm(len(self.images)), 0
+        self.losses = []
+
+    def next_batch(self) -> torch.Tensor:
+        if self.position + self.batch_size > len(self.order):
+            self.order, self.position = torch.randperm(len(self.images)), 0
+        index = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return self.images[index].float().mul_(2 / 255).sub_(1)
+
+
 # ----------------------------------------------------------------------------------------------- ours
 class OurLoop:
     """``Trainer.fit``'s own step, ``Trainer.fit_step``, walking the epochs' orders as ``fit`` does."""
@@ -166,13 +187,18 @@ class Result:
     ours_mem_mb: float | None
     ref_ips_cpu: float  # images per CPU-second of this process: less sensitive to other processes' load
     ours_ips_cpu: float
+    plain_ips: float | None = None  # the reference step alone, on resident batches (PlainLoop)
 
     @property
     def ratio(self) -> float:
         return self.ours_ips / self.ref_ips
 
+    @property
+    def plain_ratio(self) -> float | None:
+        return self.ours_ips / self.plain_ips if self.plain_ips else None
 
-def build(config: str, device: torch.device, args, sides=("ref", "ours")) -> dict:
+
+def build(config: str, device: torch.device, args, sides=("ref", "plain", "ours")) -> dict:
     """The two loops (or only ``sides``) on the same networks with the same initial weights."""
     image_size, width = CONFIGS[config]
     torch.manual_seed(0)
@@ -190,6 +216,11 @@ def build(config: str, device: torch.device, args, sides=("ref", "ours")) -> dic
     if "ref" in sides:
         loops["ref"] = ReferenceLoop(G.to(device), D.to(device), image_size, args.batch_size, device,
                                      args.ref_workers)
+    if "plain" in sides:
+        import copy
+
+        loops["plain"] = PlainLoop(copy.deepcopy(G).to(device), copy.deepcopy(D).to(device), image_size,
+                                   args.batch_size, device)
     return loops
 
 
@@ -219,20 +250,20 @@ def _timed(loop, steps: int, device: torch.device) -> tuple[float, float]:
 
 def measure(config: str, device: torch.device, args) -> Result:
     loops = build(config, device, args)
-    ref, ours = loops["ref"], loops["ours"]
-    for loop in (ref, ours):  # warm-up: allocator, oneDNN/cuDNN kernel choice, compile, DataLoader workers
-        _timed(loop, args.warmup, device)
-    # choose steps per round so that one round of the slower side lasts about --round-seconds
-    probe = max(_timed(ref, 1, device)[0], _timed(ours, 1, device)[0])
+    sides = ("ref", "plain", "ours")
+    for name in sides:  # warm-up: allocator, oneDNN/cuDNN kernel choice, compile, DataLoader workers
+        _timed(loops[name], args.warmup, device)
+    # choose steps per round so that one round of the slowest side lasts about --round-seconds
+    probe = max(_timed(loops[name], 1, device)[0] for name in sides)
     steps = args.steps or max(2, min(200, round(args.round_seconds / probe)))
-    totals = {"ref": 0.0, "ours": 0.0}
-    cpu_totals = {"ref": 0.0, "ours": 0.0}
-    peaks = {"ref": 0, "ours": 0}
+    totals = dict.fromkeys(sides, 0.0)
+    cpu_totals = dict.fromkeys(sides, 0.0)
+    peaks = dict.fromkeys(sides, 0)
     for _ in range(args.rounds):
-        for name, loop in (("ref", ref), ("ours", ours)):
+        for name in sides:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            wall, cpu = _timed(loop, steps, device)
+            wall, cpu = _timed(loops[name], steps, device)
             totals[name] += wall
             cpu_totals[name] += cpu
             if device.type == "cuda":
@@ -245,15 +276,19 @@ def measure(config: str, device: torch.device, args) -> Result:
     else:
         mem = {side: _cpu_peak_rss(config, side, args) for side in ("ref", "ours")}
     if args.profile:
-        _profile(config, ref, ours, device)
-    return Result(config, device.type, args.batch_size, _options(args), images / totals["ref"],
+        _profile(config, loops["ref"], loops["ours"], device)
+    return Result(config, device.type, args.batch_size, _options(args, device), images / totals["ref"],
                   images / totals["ours"], mem["ref"], mem["ours"], images / cpu_totals["ref"],
-                  images / cpu_totals["ours"])
+                  images / cpu_totals["ours"], images / totals["plain"])
 
 
-def _options(args) -> str:
-    opts = [args.precision] + (["channels_last"] if args.channels_last else []) + (["compile"] if args.compile else [])
-    return "+".join(opts)
+def _options(args, device: torch.device | None = None) -> str:
+    """Ours' precision and memory format as `train` resolves them here (``--precision auto`` included)."""
+    from dcgan_utils.config import TrainConfig, resolve_config
+
+    c, _ = resolve_config(TrainConfig(width=128, precision=args.precision, channels_last=args.channels_last,
+                                      compile=args.compile), device or torch.device("cpu"))
+    return "+".join([c.precision] + (["channels_last"] if c.channels_last else []) + (["compile"] if c.compile else []))
 
 
 def _cpu_peak_rss(config: str, side: str, args) -> float:
@@ -306,10 +341,15 @@ class ProcessResult:
     ref_seconds: float | None  # start to exit of a fresh Python; None if it failed or timed out
     ours_seconds: float | None
     note: str = ""
+    plain_seconds: float | None = None  # the plain loop (PlainLoop) as a script
 
     @property
     def ratio(self) -> float | None:
         return self.ref_seconds / self.ours_seconds if self.ref_seconds and self.ours_seconds else None
+
+    @property
+    def plain_ratio(self) -> float | None:
+        return self.plain_seconds / self.ours_seconds if self.plain_seconds and self.ours_seconds else None
 
 
 def _wall(cmd: list[str], timeout: float, env: dict) -> tuple[float | None, str]:
@@ -337,9 +377,11 @@ def measure_processes(config: str, device: torch.device, args) -> ProcessResult:
                 "--no-resume", "--seed", "0", "--out", out] + (["--channels-last"] if args.channels_last else []) + (
                    ["--compile"] if args.compile else [])
         ref_s, ref_note = _wall(ref, args.process_timeout, env)
+        plain_s, plain_note = _wall([*ref, "--_plain"], args.process_timeout, env)
         ours_s, ours_note = _wall(ours, args.process_timeout, env)
-    note = "; ".join(f"{side}: {text}" for side, text in (("ref", ref_note), ("ours", ours_note)) if text)
-    return ProcessResult(config, device.type, args.batch_size, _options(args), n, ref_s, ours_s, note)
+    note = "; ".join(f"{side}: {text}" for side, text in (("ref", ref_note), ("plain", plain_note),
+                                                          ("ours", ours_note)) if text)
+    return ProcessResult(config, device.type, args.batch_size, _options(args, device), n, ref_s, ours_s, note, plain_s)
 
 
 def _reference_process(args) -> None:
@@ -350,7 +392,10 @@ def _reference_process(args) -> None:
     image_size, width = CONFIGS[args._reference_process]
     torch.manual_seed(0)
     G, D = build_models("dcgan", image_size, 1, width=width)
-    loop = ReferenceLoop(G.to(device), D.to(device), image_size, args.batch_size, device, args.ref_workers)
+    if args._plain:
+        loop = PlainLoop(G.to(device), D.to(device), image_size, args.batch_size, device)
+    else:
+        loop = ReferenceLoop(G.to(device), D.to(device), image_size, args.batch_size, device, args.ref_workers)
     for _ in range(args.process_steps):
         loop.step()
     with tempfile.TemporaryDirectory(prefix="bench_ref_") as out:
@@ -379,8 +424,10 @@ def main(argv: list[str] | None = None) -> list[Result | ProcessResult]:
                    help="auto = the CPU, then CUDA too when present (default)")
     p.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(DEFAULT_CONFIGS))
     p.add_argument("--batch-size", type=int, default=64, help="both loops (default: 64)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="our loop's precision")
-    p.add_argument("--channels-last", action="store_true", help="our loop: channels_last memory format")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                   help="our loop's precision (auto: what `train` picks on this machine)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="our loop: channels_last memory format (default: what `train` picks)")
     p.add_argument("--compile", action="store_true", help="our loop: torch.compile G and D")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (default: 3)")
     p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per side (default: 3)")
@@ -398,6 +445,7 @@ def main(argv: list[str] | None = None) -> list[Result | ProcessResult]:
     p.add_argument("--process-timeout", type=float, default=1800, help="seconds before a timed process is stopped")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--_reference-process", dest="_reference_process", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
+    p.add_argument("--_plain", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_memory-side", dest="_memory_side", choices=("ref", "ours"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -415,32 +463,36 @@ def main(argv: list[str] | None = None) -> list[Result | ProcessResult]:
     results = []
     print(f"torch {torch.__version__}; " + "; ".join(f"{d.type}: {hardware(d)}" for d in devices))
     print("Alternating rounds in one process: the ratio is fair under outside load; absolute images/s are not.\n")
-    header = f"{'config':<13} {'device':<6} {'batch':>5} {'ours options':<22} {'ref img/s':>9} {'ours img/s':>10} " \
-             f"{'ratio':>6} {'ref MiB':>8} {'ours MiB':>8} {'ref img/CPU-s':>13} {'ours img/CPU-s':>14}"
+    header = f"{'config':<13} {'device':<6} {'batch':>5} {'ours options':<22} {'ref img/s':>9} {'plain img/s':>11} " \
+             f"{'ours img/s':>10} {'vs ref':>6} {'vs plain':>8} {'ref MiB':>8} {'ours MiB':>8} {'ref img/CPU-s':>13} " \
+             f"{'ours img/CPU-s':>14}"
     print(header)
     for device in devices:
         for config in args.configs:
             r = measure(config, device, args)
             results.append(r)
             mem = lambda v: f"{v:8.0f}" if v is not None else f"{'-':>8}"  # noqa: E731
-            print(f"{r.config:<13} {r.device:<6} {r.batch_size:>5} {r.options:<22} {r.ref_ips:9.1f} "
-                  f"{r.ours_ips:10.1f} {r.ratio:5.2f}x {mem(r.ref_mem_mb)} {mem(r.ours_mem_mb)} "
+            print(f"{r.config:<13} {r.device:<6} {r.batch_size:>5} {r.options:<22} {r.ref_ips:9.1f} {r.plain_ips:11.1f} "
+                  f"{r.ours_ips:10.1f} {r.ratio:5.2f}x {r.plain_ratio:7.2f}x {mem(r.ref_mem_mb)} {mem(r.ours_mem_mb)} "
                   f"{r.ref_ips_cpu:13.1f} {r.ours_ips_cpu:14.1f}", flush=True)
     if args.process_steps:
         print(f"\nWhole processes, {args.process_steps} steps each, start to exit (imports, data, start-up and, for "
               "ours, frames/checkpoints/plots/GIF included; one run per side, so outside load is not evened out):")
-        print(f"{'config':<13} {'device':<6} {'batch':>5} {'ours options':<22} {'ref s':>8} {'ours s':>8} {'ratio':>6}")
+        print(f"{'config':<13} {'device':<6} {'batch':>5} {'ours options':<22} {'ref s':>8} {'plain s':>8} {'ours s':>8} "
+              f"{'vs ref':>6} {'vs plain':>8}")
         for device in devices:
             for config in args.configs:
                 r = measure_processes(config, device, args)
                 results.append(r)
                 sec = lambda v: f"{v:8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
                 ratio = f"{r.ratio:5.2f}x" if r.ratio else f"{'-':>6}"
+                plain_ratio = f"{r.plain_ratio:7.2f}x" if r.plain_ratio else f"{'-':>8}"
                 print(f"{r.config:<13} {r.device:<6} {r.batch_size:>5} {r.options:<22} {sec(r.ref_seconds)} "
-                      f"{sec(r.ours_seconds)} {ratio} {r.note}", flush=True)
+                      f"{sec(r.plain_seconds)} {sec(r.ours_seconds)} {ratio} {plain_ratio} {r.note}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([{**r.__dict__, "kind": "process" if isinstance(r, ProcessResult)
-                                                else "step", "ratio": r.ratio} for r in results], indent=1))
+                                                else "step", "ratio": r.ratio, "plain_ratio": r.plain_ratio}
+                                               for r in results], indent=1))
     return results
 
 

@@ -73,7 +73,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
         if f.type in ("bool", "bool | None") or isinstance(default, bool):
-            if default is True:
+            if default is None:  # unset means "decided for this machine": both ways can be typed
+                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            elif default is True:
                 group.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
                                    const=False, help=f"turn off: {text}")
             else:

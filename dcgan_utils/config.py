@@ -140,8 +140,8 @@ class TrainConfig:
         "auto: bf16 autocast on CUDA GPUs and CPUs with fast bf16 (AMX/AVX512-BF16), else fp32; fp16 uses a "
         "GradScaler (CUDA)", choices=PRECISIONS))
     channels_last: bool | None = field(default=None, metadata=_help(
-        "channels_last memory format (unset: on with bf16, off with fp32 and with --compile, whose compiled "
-        "backward failed a stride check with channels_last on an H100)"))
+        "channels_last memory format (unset: on, except for fp32 on a GPU and with --compile, whose compiled "
+        "backward failed a stride check with channels_last on an H100; on a CPU it was 5 to 10 percent faster in fp32 too)"))
     compile: bool = field(default=False, metadata=_help("torch.compile G and D"))
     sample_every: int = field(default=0, metadata=_help(
         "also save the fixed-latent grid every N steps (the end of each epoch draws one too, at most about 100 "
@@ -357,8 +357,8 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
     if all(getattr(config, k) is None for k in BUDGET_FIELDS):
         config.epochs = DEFAULT_EPOCHS
     config.precision = resolve_precision(config.precision, device)
-    if config.channels_last is None:
-        config.channels_last = config.precision != "fp32" and not config.compile
+    if config.channels_last is None:  # oneDNN's and cuDNN's preferred layout; see the channels_last field
+        config.channels_last = not config.compile and (config.precision != "fp32" or device.type == "cpu")
     return config, note
 
 

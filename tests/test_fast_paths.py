@@ -19,7 +19,8 @@ def _run(tmp_path, data, name: str, steps: int = STEPS, **options) -> tuple[Trai
 
     Returns the trainer, each step's statistics, and the initial weights of G and D (flattened).
     """
-    options = {"precision": "fp32", **options}  # the reference: plain fp32 on any CPU (auto picks bf16 on AMX)
+    # the reference: plain fp32, contiguous, on any CPU (auto picks bf16 on AMX; a CPU gets channels_last)
+    options = {"precision": "fp32", "channels_last": False, **options}
     trainer = Trainer(out_dir=tmp_path / name, data=data, resume=False, progress=False, dataset="mnist",
                       image_size=32, width=32, batch_size=32, device="cpu", **options)
     initial = {part: _weights(getattr(trainer, part)) for part in ("generator", "discriminator")}
@@ -82,7 +83,7 @@ def test_resident_uint8_batches_equal_the_torchvision_transform(mnist_small):
 def test_train_step_equals_the_textbook_step(tmp_path, mnist_small):
     """One G forward, no D weight gradients during G's step, set_to_none: same update as pytorch/examples' dcgan."""
     trainer = Trainer(out_dir=tmp_path, data=mnist_small, resume=False, progress=False, dataset="mnist",
-                      image_size=32, width=32, batch_size=32, device="cpu", precision="fp32")
+                      image_size=32, width=32, batch_size=32, device="cpu", precision="fp32", channels_last=False)
     G, D = build_models("dcgan", 32, 1, width=32)
     G.load_state_dict(trainer.generator.state_dict())
     D.load_state_dict(trainer.discriminator.state_dict())
