@@ -7,7 +7,9 @@
 * :func:`plot_walks` and :func:`plot_nudges`: static figures (image strips) that read well where widgets don't
   render (GitHub, CI).
 * :func:`latent_explorer`: ipywidgets sliders that move along the walk and nudge single latent dimensions,
-  regenerating the image live.
+  regenerating the image live; for a class-conditional G (notebook 11) a menu picks the class it draws.
+
+Every function takes ``labels`` for a class-conditional G: one class for every image, or one per latent.
 
 Why spherical: G was trained on z ~ N(0, I) in 100 dimensions, whose samples all have norm close to
 sqrt(100) = 10. Two such points are almost orthogonal, so the straight line between them passes through points
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from .plots import _finish, _plt, grid_image
-from .sampling import generate_from, seeded_latents
+from .sampling import generate_from, num_classes, seeded_latents
 
 METHODS = ("lerp", "slerp")
 
@@ -89,15 +91,15 @@ def latent_walk(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10, method: str
 
 
 def walk_images(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10,
-                method: str = "slerp") -> torch.Tensor:
+                method: str = "slerp", labels=None) -> torch.Tensor:
     """G's images along :func:`latent_walk` from ``z0`` to ``z1``: (steps, C, H, W) in [-1, 1] on the CPU."""
-    return generate_from(G, latent_walk(z0, z1, steps, method))
+    return generate_from(G, latent_walk(z0, z1, steps, method), labels)
 
 
-def sample_candidates(G: nn.Module, num: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_candidates(G: nn.Module, num: int = 64, seed: int = 0, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` seeded latents (num, D, 1, 1) and their images, to show as a grid and pick endpoints from."""
     z = seeded_latents(num, seed, G.latent_dim)
-    return z, generate_from(G, z)
+    return z, generate_from(G, z, labels)
 
 
 def knn_labeller(images: torch.Tensor, labels: torch.Tensor, k: int = 5) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -125,14 +127,14 @@ def knn_labeller(images: torch.Tensor, labels: torch.Tensor, k: int = 5) -> Call
 
 
 def find_latents(G: nn.Module, labeller: Callable[[torch.Tensor], torch.Tensor], wanted: int, count: int = 1,
-                 candidates: int = 256, seed: int = 0) -> torch.Tensor:
+                 candidates: int = 256, seed: int = 0, labels=None) -> torch.Tensor:
     """``count`` latents (count, D, 1, 1) whose images ``labeller`` puts in class ``wanted``.
 
     Draws ``candidates`` seeded latents and keeps the first matches, so the same seed gives the same picks.
     Raises ValueError when fewer match (the generator may not draw that class yet: train longer or add
     candidates).
     """
-    z, images = sample_candidates(G, candidates, seed)
+    z, images = sample_candidates(G, candidates, seed, labels)
     hits = (labeller(images) == wanted).nonzero().flatten()
     if hits.numel() < count:
         raise ValueError(f"only {hits.numel()} of {candidates} samples were labelled class {wanted}: the generator "
@@ -143,7 +145,7 @@ def find_latents(G: nn.Module, labeller: Callable[[torch.Tensor], torch.Tensor],
 # ------------------------------------------------------------------------------------------------ static figures
 def plot_walks(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10,
                methods: Sequence[str] = METHODS, title: str = "", save_to: str | Path | None = None,
-               show: bool = True, norms: bool = True):
+               show: bool = True, norms: bool = True, labels=None):
     """One image strip per interpolation method from ``z0`` to ``z1``, with each latent's norm underneath.
 
     The static version of :func:`latent_explorer`'s walk slider.
@@ -153,16 +155,16 @@ def plot_walks(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10
     names = {"lerp": "linear", "slerp": "spherical"}
     for ax, method in zip(axes[:, 0], methods):
         path = latent_walk(z0, z1, steps, method)
-        strip = grid_image(generate_from(G, path), nrow=steps)
+        strip = grid_image(generate_from(G, path, labels), nrow=steps)
         ax.imshow(strip)
         ax.set_yticks([])
         ax.set_ylabel(names.get(method, method), rotation=0, ha="right", va="center")
         cell = strip.shape[1] / steps
         ax.set_xticks([(i + 0.5) * cell for i in range(steps)])
-        labels = [f"t={t:.2f}" for t in np.linspace(0, 1, steps)]
+        ticks = [f"t={t:.2f}" for t in np.linspace(0, 1, steps)]
         if norms:
-            labels = [f"{lab}\n|z|={n:.1f}" for lab, n in zip(labels, path.flatten(1).norm(dim=1).tolist())]
-        ax.set_xticklabels(labels, fontsize=7)
+            ticks = [f"{tick}\n|z|={n:.1f}" for tick, n in zip(ticks, path.flatten(1).norm(dim=1).tolist())]
+        ax.set_xticklabels(ticks, fontsize=7)
         ax.tick_params(length=0)
         for side in ax.spines.values():
             side.set_visible(False)
@@ -172,7 +174,8 @@ def plot_walks(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10
 
 
 def plot_nudges(G: nn.Module, z: torch.Tensor, dims: Sequence[int] = (0, 1, 2), values: Sequence[float] = (
-        -3, -2, -1, 0, 1, 2, 3), title: str = "", save_to: str | Path | None = None, show: bool = True):
+        -3, -2, -1, 0, 1, 2, 3), title: str = "", save_to: str | Path | None = None, show: bool = True,
+                labels=None):
     """One row per latent dimension in ``dims``: G(z) with that single coordinate set to each of ``values``.
 
     The static version of :func:`latent_explorer`'s dimension sliders.
@@ -185,7 +188,7 @@ def plot_nudges(G: nn.Module, z: torch.Tensor, dims: Sequence[int] = (0, 1, 2), 
             raise ValueError(f"dimension {d} is outside the latent (0..{base.numel() - 1})")
         batch = base.repeat(len(values), 1)
         batch[:, d] = torch.as_tensor(values, dtype=batch.dtype)
-        rows.append(generate_from(G, batch))
+        rows.append(generate_from(G, batch, labels))
     grid = grid_image(torch.cat(rows), nrow=len(values))
     fig, ax = plt.subplots(figsize=(0.95 * len(values) + 1.2, 0.95 * len(dims) + 0.7))
     ax.imshow(grid)
@@ -217,7 +220,8 @@ class LatentExplorer:
     """The widgets of :func:`latent_explorer`; display it (or ``.widget``) in a notebook.
 
     ``t`` moves along the walk from ``z0`` (0) to ``z1`` (1); each slider in ``dim_sliders`` adds an offset to one
-    latent coordinate; ``image`` shows G of the resulting latent and is redrawn whenever a slider moves.
+    latent coordinate; ``image`` shows G of the resulting latent and is redrawn whenever a slider moves. For a
+    class-conditional G, ``label`` is the menu of the class it draws (None otherwise).
     """
 
     G: nn.Module
@@ -229,6 +233,7 @@ class LatentExplorer:
     dim_sliders: dict
     image: object
     size: int
+    label: object = None  # the class menu of a conditional G
     renders: int = 0  # how many times the image was regenerated
 
     def latent(self) -> torch.Tensor:
@@ -241,7 +246,8 @@ class LatentExplorer:
 
     def current_image(self) -> torch.Tensor:
         """G's image for :meth:`latent`, (C, H, W) in [-1, 1]."""
-        return generate_from(self.G, self.latent()[None])[0]
+        labels = None if self.label is None else int(self.label.value)
+        return generate_from(self.G, self.latent()[None], labels)[0]
 
     def redraw(self, _change=None) -> None:
         """Regenerate the image from the sliders (called by every slider)."""
@@ -257,15 +263,19 @@ class LatentExplorer:
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)
         # What GitHub and static exports show instead of the sliders (the default would be the widget's repr).
+        menu = ", a class menu" if self.label is not None else ""
         bundle["text/plain"] = ("LatentExplorer: live sliders (walk t, path, latent dimensions "
-                                f"{list(self.dim_sliders)}); they need a running Jupyter kernel with ipywidgets")
+                                f"{list(self.dim_sliders)}{menu}); they need a running Jupyter kernel with ipywidgets")
         return bundle
 
 
 def latent_explorer(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, dims: Sequence[int] = (0, 1, 2, 3),
-                    nudge: float = 3.0, method: str = "slerp", size: int = 192) -> LatentExplorer:
+                    nudge: float = 3.0, method: str = "slerp", size: int = 192, label: int = 0,
+                    class_names: Sequence[str] | None = None) -> LatentExplorer:
     """Live sliders over G's latent space: a walk slider from ``z0`` to ``z1`` and one slider per dimension in
-    ``dims`` adding up to +-``nudge`` to that coordinate. Every change regenerates the image.
+    ``dims`` adding up to +-``nudge`` to that coordinate. Every change regenerates the image. For a
+    class-conditional G, a menu picks the class it draws (``label`` first; ``class_names`` name the entries,
+    e.g. ``data.CLASS_NAMES["mnist"]``), and the sliders keep working for every class.
 
     Needs ipywidgets (``pip install ipywidgets``; in Colab the setup cell enables the widget manager). Where
     widgets don't render (GitHub, a static HTML export) use :func:`plot_walks` and :func:`plot_nudges`.
@@ -289,13 +299,22 @@ def latent_explorer(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, dims: Sequ
                                     description="path", style=style)
     dim_sliders = {d: w.FloatSlider(value=0.0, min=-nudge, max=nudge, step=0.1, description=f"z[{d}] +",
                                     style=style, continuous_update=True, readout_format="+.1f") for d in dims}
+    classes = num_classes(G)
+    menu = None
+    if classes:
+        names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
+        if len(names) != classes or not 0 <= label < classes:
+            raise ValueError(f"this generator draws {classes} classes: give {classes} class_names and a label in "
+                             f"0..{classes - 1}")
+        menu = w.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=label, description="draw",
+                          style=style)
     reset = w.Button(description="reset", icon="undo")
     image = w.Image(format="png", layout=w.Layout(width=f"{size}px", height=f"{size}px"))
-    controls = w.VBox([t, method_toggle, *dim_sliders.values(), reset])
+    controls = w.VBox([*([menu] if menu else []), t, method_toggle, *dim_sliders.values(), reset])
     box = w.HBox([image, controls])
     explorer = LatentExplorer(G=G, z0=_flat(z0).clone(), z1=_flat(z1).clone(), widget=box, t=t,
-                              method=method_toggle, dim_sliders=dim_sliders, image=image, size=size)
-    for control in (t, method_toggle, *dim_sliders.values()):
+                              method=method_toggle, dim_sliders=dim_sliders, image=image, size=size, label=menu)
+    for control in (t, method_toggle, *dim_sliders.values(), *([menu] if menu else [])):
         control.observe(explorer.redraw, names="value")
     reset.on_click(explorer.reset)
     explorer.redraw()

@@ -168,3 +168,28 @@ def test_explorer_rejects_dimensions_outside_the_latent(G, ends):
     with pytest.raises(ValueError, match="outside"):
         latent_explorer(G, *ends, dims=(100,))
     assert math.isclose(latent_explorer(G, *ends, dims=()).t.value, 0.0)
+
+
+def test_a_class_menu_picks_what_a_conditional_generator_draws_and_the_sliders_keep_working(ends):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    torch.manual_seed(0)
+    G, _ = build_models("dcgan", 32, 1, width=32, num_classes=10)
+    G.eval()
+    names = [f"digit {i}" for i in range(10)]
+    explorer = latent_explorer(G, *ends, dims=(3,), size=64, label=7, class_names=names)
+    assert isinstance(explorer.label, ipywidgets.Dropdown) and explorer.label.value == 7
+    assert explorer.label.options[7] == ("digit 7", 7)
+    sevens = bytes(explorer.image.value)
+    torch.testing.assert_close(explorer.current_image(), walk_images(G, *ends, steps=2, labels=7)[0])
+    explorer.label.value = 2  # another class, the same latent: a new image
+    twos = bytes(explorer.image.value)
+    assert twos != sevens and explorer.renders == 2
+    explorer.dim_sliders[3].value = 2.0  # the sliders still move the latent of the chosen class
+    assert bytes(explorer.image.value) != twos and explorer.renders == 3
+    torch.testing.assert_close(explorer.current_image(), walk_images(G, explorer.latent(), ends[1], 2, labels=2)[0])
+    assert "class menu" in explorer._repr_mimebundle_()["text/plain"]
+    with pytest.raises(ValueError, match="draws 10 classes"):
+        latent_explorer(G, *ends, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="pass labels"):
+        walk_images(G, *ends)  # a conditional G is always told which class to draw
+    assert latent_explorer(build_models("dcgan", 32, 1, width=32)[0].eval(), *ends).label is None
