@@ -2,7 +2,8 @@
 
 A write goes to a fresh, exclusively created temporary file in the same folder and is renamed over the target,
 so a crash, a full disk or a signal leaves either the old file or the new one, never half of one, and no write
-follows a symlink someone planted in the run folder.
+follows a symlink someone planted in the run folder. Files get the permissions any other tool would give them
+(0o666 minus the umask), so a run can be shared.
 """
 from __future__ import annotations
 
@@ -21,14 +22,57 @@ except ImportError:  # Windows: run folders are not locked there
     fcntl = None
 
 LOCK_NAME = ".lock"
+MAX_TEMP_PREFIX = 60  # characters of the target's name in a temporary file's name (a long name must still fit)
 
 
-class DiskFullError(OSError):
+class WriteError(OSError):
+    """A file could not be written; the message names it and says what to do, and the previous file is intact."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
+        return self.strerror or super().__str__()
+
+
+class DiskFullError(WriteError):
     """A write ran out of disk space; the previous file (if any) is intact."""
 
 
 class RunFolderError(ValueError):
     """A run folder cannot be used (a file, not writable, or in use by another trainer); the message says why."""
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it, else by setting it back at once."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_error(err: OSError, path: Path) -> WriteError:
+    """``err`` from writing ``path``, in plain words naming ``path`` (not a temporary file) and the fix."""
+    path = Path(path)
+    reasons = {
+        errno.EISDIR: f"{path} is a folder; move or rename it, or write somewhere else (--out)",
+        errno.ENOTDIR: f"{path.parent} (or a folder above it) is a file, not a folder; write somewhere else (--out)",
+        errno.ENAMETOOLONG: f"the name is too long for the file system ({len(path.name)} characters); choose a "
+                            "shorter one",
+        errno.ENOENT: f"its folder {path.parent} does not exist (any more); create it or write somewhere else (--out)",
+        errno.EACCES: f"{path.parent} is not writable; make it writable or write somewhere else (--out)",
+        errno.EPERM: f"{path.parent} is not writable; make it writable or write somewhere else (--out)",
+        errno.EROFS: f"{path.parent} is on a read-only file system; write somewhere else (--out)",
+    }
+    reason = reasons.get(err.errno, f"{err.strerror or err}; write somewhere else (--out)")
+    return WriteError(err.errno, f"Cannot write {path}: {reason}; {_what_is_kept(path)}")
+
+
+def _what_is_kept(path: Path) -> str:
+    try:
+        return f"the previous {path.name} is intact" if path.is_file() else "nothing was written"
+    except OSError:  # a path the file system refuses (a name too long): nothing can be there
+        return "nothing was written"
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
@@ -39,9 +83,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     writing through it. On any error the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:  # a short prefix: a name that fits the file system must not fail for its temporary file's longer name
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:MAX_TEMP_PREFIX]}.", suffix=".tmp")
+    except OSError as err:
+        raise (_disk_full(err, path) or write_error(err, path)) from err
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp creates 0o600; other tools' files get 0o666 minus the umask
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -49,12 +98,17 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-            raise DiskFullError(err.errno, f"No space left to write {path}: {kept}; free some disk space (or use "
-                                           "another --out) and run again") from err
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            raise (_disk_full(err, path) or write_error(err, path)) from err
         raise
     return path
+
+
+def _disk_full(err: OSError, path: Path) -> DiskFullError | None:
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return DiskFullError(err.errno, f"No space left to write {path}: {_what_is_kept(path)}; free some disk space "
+                                    "(or use another --out) and run again")
 
 
 def prepare_run_folder(folder: str | Path) -> Path:
