@@ -20,6 +20,8 @@ EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 14
 EXIT_STATUS_HELP = ("exit status: 0 finished; 2 bad input or an error (one line); 3 diverged; 130 stopped by Ctrl-C "
                     "(SIGINT), 143 by SIGTERM (kill, timeout, Docker, SLURM): both finish the current step and save "
                     "a checkpoint first, and running the same command again resumes")
+# A .png grid is drawn whole in memory (3 bytes a pixel, and the PNG encoder's copy): at most this many pixels
+MAX_GRID_PIXELS = 8192 * 8192
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,11 +180,10 @@ def _sample(args: argparse.Namespace) -> int:
 
     import numpy as np
     import torch
-    from PIL import Image
 
     from .checkpoint import atomic_write, load_generator
-    from .plots import save_grid
-    from .sampling import generate, generate_batches, generate_from
+    from .plots import grid_size, save_grid_batches
+    from .sampling import generate_batches, generate_from
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
@@ -191,15 +192,16 @@ def _sample(args: argparse.Namespace) -> int:
     generator, _ = load_generator(args.checkpoint, device=pick_device(args.device), ema=args.ema)
     shape = tuple(generate_from(generator, torch.zeros(1, generator.latent_dim)).shape[1:])  # (C, H, W)
     num = args.num
-    if out.suffix == ".png":  # a grid is drawn in memory: refuse one no viewer could open
+    if out.suffix == ".png":  # one grid image, drawn batch by batch into 3 bytes a pixel
         nrow = math.ceil(math.sqrt(num))
-        width, height = nrow * (shape[2] + 2) + 2, math.ceil(num / nrow) * (shape[1] + 2) + 2
-        if width * height > Image.MAX_IMAGE_PIXELS:
-            fits = int((math.isqrt(Image.MAX_IMAGE_PIXELS) - 2) // (shape[2] + 2)) ** 2
+        height, width = grid_size(num, shape[1], shape[2], nrow)
+        if width * height > MAX_GRID_PIXELS:
+            fits = int((math.isqrt(MAX_GRID_PIXELS) - 2) // (shape[2] + 2)) ** 2
             raise ValueError(f"--num {num:,}: a grid of that many {shape[1]}x{shape[2]} images would be {width:,}x"
-                             f"{height:,} pixels, too large to draw or open; use at most {fits:,} images for a "
-                             f".png, or a .npz file (written in batches) for more")
-        save_grid(generate(generator, num, seed=args.seed), out, nrow=nrow)
+                             f"{height:,} pixels, too large to draw (a .png grid holds at most {MAX_GRID_PIXELS:,} "
+                             f"pixels, drawn in about {MAX_GRID_PIXELS * 6 / 1e9:.1f} GB of memory); use at most "
+                             f"{fits:,} images for a .png, or a .npz file (written in batches) for more")
+        save_grid_batches(generate_batches(generator, num, seed=args.seed), num, out, nrow=nrow)
     else:  # streamed into the .npz batch by batch: any number of images in bounded memory
         size = num * math.prod(shape) * 4
         free = shutil.disk_usage(out.parent).free
