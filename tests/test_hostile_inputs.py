@@ -260,6 +260,22 @@ def test_something_in_the_way_of_a_run_file_is_refused_before_training(run, caps
     assert _tree(run) == before  # refused before training: nothing trained, nothing thrown away
 
 
+def test_a_write_that_fails_after_training_keeps_the_steps_and_says_so(run, monkeypatch, capsys):
+    """Something appears in the way of the last frame while the run trains: the checkpoint is saved first."""
+    replace = os.replace
+
+    def in_the_way(source, target, *args, **kwargs):
+        if str(target).endswith("step_0000004.png"):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source, target)
+        return replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", in_the_way)
+    _fails(capsys, ["train", "--max-steps", "4", "--no-progress", "--out", "run"],
+           "Cannot write run/frames/step_0000004.png", "move or rename it",
+           "run/checkpoint.pt holds step 4: the same command resumes from it")
+    assert load_checkpoint(run)["step"] == 4 and not list(run.rglob("*.tmp"))
+
+
 def test_a_linked_run_folder_starts_over_beside_its_target(run, tmp_path, capsys):
     (tmp_path / "disk").mkdir()
     shutil.move(run, tmp_path / "disk" / "run")
