@@ -27,6 +27,12 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line, or its type's name when it has none (an empty message)."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
 def _checkpoint_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
     return path / CHECKPOINT_NAME if path.is_dir() else path
@@ -42,14 +48,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}: train first (python -m dcgan_utils train --out "
                                 f"{path.parent}) or pass the run folder's checkpoint.pt")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a checkpoint. Use another run folder, or retrain with "
+                         "--no-resume")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise ValueError(f"{path} is not a readable dcgan_utils checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}). Use another run folder, or retrain with "
-                         "--no-resume") from err
+                         f"{first_line(err)}). Use another run folder, or retrain with --no-resume") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a dcgan_utils checkpoint (format {CHECKPOINT_FORMAT})")
+        raise ValueError(f"{path} is not a dcgan_utils checkpoint (format {CHECKPOINT_FORMAT}). Use another run "
+                         "folder, or retrain with --no-resume")
     _check_state(state, path)
     return state
 
@@ -68,7 +77,8 @@ def _check_state(state: dict, path: Path) -> None:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path} has an invalid config ({err}). Retrain with --no-resume") from err
     if state["channels"] not in (1, 3):
-        raise ValueError(f"{path} has channels={state['channels']!r}: a checkpoint holds 1 or 3 channels")
+        raise ValueError(f"{path} has channels={state['channels']!r}: a checkpoint holds 1 or 3 channels. Retrain "
+                         "with --no-resume")
     classes = state.get("num_classes", 0)
     if not isinstance(classes, int) or not 0 <= classes <= 1000 or bool(config.get("conditional")) != (classes > 0):
         raise ValueError(f"{path} has num_classes={classes!r} for conditional={config.get('conditional')!r}. "
@@ -85,7 +95,7 @@ def _check_state(state: dict, path: Path) -> None:
     size = g_size + d_size
     if size > MAX_PARAMETERS:
         raise ValueError(f"{path} describes networks with {size:,} parameters (more than {MAX_PARAMETERS:,}): "
-                         "it is not a course checkpoint")
+                         "it is not a course checkpoint. Use another run folder, or retrain with --no-resume")
 
 
 def network_sizes(config: dict, channels: int, num_classes: int = 0) -> tuple[int, int]:
@@ -114,10 +124,9 @@ def load_weights(module: nn.Module, weights: dict, path: str | Path, what: str) 
     """``module.load_state_dict(weights)`` with a one-line error for missing keys or wrong shapes."""
     try:
         module.load_state_dict(weights)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        first = str(err).splitlines()[0][:200]
-        raise ValueError(f"{path}: the {what} weights do not fit the network its config describes ({first}). "
-                         "Retrain with --no-resume") from err
+    except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: the {what} weights do not fit the network its config describes "
+                         f"({first_line(err)}). Retrain with --no-resume") from err
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True,
@@ -161,8 +170,24 @@ def run_state(trainer) -> dict:
 
 def restore_run(trainer, state: dict) -> None:
     """Put a checkpoint's state (see :func:`run_state`) back into a freshly built trainer; the learning rates
-    are the trainer's config's (a resume may change them)."""
+    are the trainer's config's (a resume may change them). A part missing or of the wrong kind (a crafted or
+    damaged file that passed :func:`load_checkpoint`'s checks) gives one line naming the file."""
+    try:
+        _restore_run(trainer, state)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as err:
+        what = f"it lacks {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {first_line(err)}"
+        raise ValueError(f"{trainer.checkpoint_path} is damaged ({what}). Retrain with --no-resume") from err
+
+
+def _restore_run(trainer, state: dict) -> None:
     path, gan = trainer.checkpoint_path, trainer.gan
+    for key in ("elapsed", "epoch", "epoch_start_step"):  # counters a crafted file could make text or None
+        value = state.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"its {key} is {value!r}, not a number")
+    noise = state["fixed_noise"]
+    if not isinstance(noise, torch.Tensor) or noise.shape != trainer.fixed_noise.shape:
+        raise TypeError(f"its fixed_noise is not a {tuple(trainer.fixed_noise.shape)} tensor")
     load_weights(gan.generator, state["generator"], path, "generator")
     load_weights(gan.discriminator, state["discriminator"], path, "discriminator")
     if gan.ema is not None and state.get("generator_ema") is not None:

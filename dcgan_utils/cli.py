@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import math
 import os
 import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
-from .checkpoint import DiskFullError
+from .checkpoint import CHECKPOINT_NAME, DiskFullError, RunFolderError, first_line
 from .config import DEVICES, TrainConfig, pick_device
 from .data import SOURCES, DatasetError
+from .progress import progress_mode
+from .runfolder import WriteError
 
 # Exit status of `train`: 0 finished; 2 bad input or an error (one line on stderr, no traceback); 3 diverged;
 # 128 + the signal's number when stopped by a signal, after finishing the step and saving: 130 Ctrl-C (SIGINT),
@@ -20,6 +25,9 @@ EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 14
 EXIT_STATUS_HELP = ("exit status: 0 finished; 2 bad input or an error (one line); 3 diverged; 130 stopped by Ctrl-C "
                     "(SIGINT), 143 by SIGTERM (kill, timeout, Docker, SLURM): both finish the current step and save "
                     "a checkpoint first, and running the same command again resumes")
+DEBUG_HELP = "on an error, print Python's traceback too (for a bug report); or set DCGAN_DEBUG=1"
+# A .png grid is drawn whole in memory (3 bytes a pixel, and the PNG encoder's copy): at most this many pixels
+MAX_GRID_PIXELS = 8192 * 8192
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (created; resumed if it has checkpoint.pt; one trainer at a time)")
     t.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over even if OUT has a checkpoint: the old run's files are moved aside to "
-                        "OUT.old-YYYYmmdd-HHMMSS/, never deleted")
+                        "OUT.old-YYYYmmdd-HHMMSS/, never deleted (only a run folder: never one holding other files, "
+                        "the data folder or the current folder)")
+    t.add_argument("--debug", action="store_true", help=DEBUG_HELP)
 
     s = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate N images: FILE.npz gets an array 'images' (float32, N x C x H x W, "
@@ -120,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
     s.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
-    s.add_argument("--out", required=True, type=_user_path, help="FILE.npz or FILE.png")
+    s.add_argument("--out", required=True, type=_user_path,
+                   help="FILE.npz or FILE.png (replaced if it exists; a link there is replaced, its target kept)")
+    s.add_argument("--debug", action="store_true", help=DEBUG_HELP)
 
     e = sub.add_parser("evaluate", help="measure a checkpoint's samples (FD, KID, class coverage)",
                        description="FD and KID in a small classifier's feature space (not comparable with "
@@ -139,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-references", dest="references", action="store_false",
                    help="skip the real-vs-real and noise rows")
     e.add_argument("--table", action="store_true", help="a readable table instead of JSON")
+    e.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 
 
@@ -147,6 +160,8 @@ def _train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     typed = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "data_dir" in typed:  # saved as typed: absolute, so that the run resumes from any folder
+        typed["data_dir"] = os.path.abspath(os.path.expanduser(typed["data_dir"]))
     trainer = Trainer(out_dir=args.out, resume=args.resume, **typed)
     trainer.fit()
     h = trainer.history
@@ -159,18 +174,25 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _file_folder(out: Path) -> None:
-    """Create the folder of an output file, with a one-line error if a file stands where a folder must be."""
-    for parent in (out.parent, *out.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
-            break
+    """Create the folder of an output file, with a one-line error if a file stands where a folder must be, the
+    name is too long for the file system, or the path is a folder."""
     try:
+        for parent in (out.parent, *out.parent.parents):
+            if parent.is_symlink() and not parent.exists():
+                raise ValueError(f"--out {out}: {parent} is a link to {os.readlink(parent)}, which does not exist")
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+                break
         out.parent.mkdir(parents=True, exist_ok=True)
+        longest = os.pathconf(out.parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        if len(os.fsencode(out.name)) > longest:
+            raise ValueError(f"--out {out.name[:40]}...: the file name is too long ({len(os.fsencode(out.name))} "
+                             f"bytes; the file system allows {longest}): choose a shorter name")
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder: name a .npz or .png file")
     except OSError as err:
-        raise ValueError(f"--out {out}: cannot create the folder {out.parent} ({err.strerror or err})") from err
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder: name a .npz or .png file")
+        raise ValueError(f"--out {out}: cannot use this path ({err.strerror or err}); choose another") from err
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -178,11 +200,10 @@ def _sample(args: argparse.Namespace) -> int:
 
     import numpy as np
     import torch
-    from PIL import Image
 
     from .checkpoint import atomic_write, load_generator
-    from .plots import save_grid
-    from .sampling import generate, generate_batches, generate_from
+    from .plots import grid_size, save_grid_batches
+    from .sampling import generate_batches, generate_from
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
@@ -191,15 +212,16 @@ def _sample(args: argparse.Namespace) -> int:
     generator, _ = load_generator(args.checkpoint, device=pick_device(args.device), ema=args.ema)
     shape = tuple(generate_from(generator, torch.zeros(1, generator.latent_dim)).shape[1:])  # (C, H, W)
     num = args.num
-    if out.suffix == ".png":  # a grid is drawn in memory: refuse one no viewer could open
+    if out.suffix == ".png":  # one grid image, drawn batch by batch into 3 bytes a pixel
         nrow = math.ceil(math.sqrt(num))
-        width, height = nrow * (shape[2] + 2) + 2, math.ceil(num / nrow) * (shape[1] + 2) + 2
-        if width * height > Image.MAX_IMAGE_PIXELS:
-            fits = int((math.isqrt(Image.MAX_IMAGE_PIXELS) - 2) // (shape[2] + 2)) ** 2
+        height, width = grid_size(num, shape[1], shape[2], nrow)
+        if width * height > MAX_GRID_PIXELS:
+            fits = int((math.isqrt(MAX_GRID_PIXELS) - 2) // (shape[2] + 2)) ** 2
             raise ValueError(f"--num {num:,}: a grid of that many {shape[1]}x{shape[2]} images would be {width:,}x"
-                             f"{height:,} pixels, too large to draw or open; use at most {fits:,} images for a "
-                             f".png, or a .npz file (written in batches) for more")
-        save_grid(generate(generator, num, seed=args.seed), out, nrow=nrow)
+                             f"{height:,} pixels, too large to draw (a .png grid holds at most {MAX_GRID_PIXELS:,} "
+                             f"pixels, drawn in about {MAX_GRID_PIXELS * 6 / 1e9:.1f} GB of memory); use at most "
+                             f"{fits:,} images for a .png, or a .npz file (written in batches) for more")
+        save_grid_batches(generate_batches(generator, num, seed=args.seed), num, out, nrow=nrow)
     else:  # streamed into the .npz batch by batch: any number of images in bounded memory
         size = num * math.prod(shape) * 4
         free = shutil.disk_usage(out.parent).free
@@ -250,18 +272,120 @@ def _train_or_torchrun(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train_or_torchrun, "sample": _sample, "evaluate": _evaluate}
+# Errors whose message was written for the user (what went wrong and what to do): shown as they are
+_EXPLAINED = (ValueError, FileNotFoundError, DatasetError, RunFolderError, WriteError)
+
+
+class Stopped(BaseException):
+    """SIGTERM (or Ctrl-C) outside training: raised where the program is, so that every ``finally`` and
+    ``atomic_write`` cleans up (a temporary file is removed) before the process exits."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_cleanly():
+    """Turn SIGINT and SIGTERM into :class:`Stopped` for the command's duration (``fit()`` installs its own
+    handlers while it trains, which finish the step and save); a second signal while stopping is ignored."""
+    def stop(signum, frame):
+        for name in ("SIGINT", "SIGTERM"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python runs handlers in the main thread only
+        for name in ("SIGINT", "SIGTERM"):
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), stop)
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler if handler is not None else signal.SIG_DFL)
+
+
+def _saved(args: argparse.Namespace) -> str:
+    """What the command leaves behind, for the end of an error line ("; ..."): the run's last checkpoint for
+    ``train`` (whatever failed, it is whole), the output file for ``sample``; "" if that cannot be told."""
+    try:
+        if args.command == "sample":
+            out = Path(args.out)
+            return f"; {out} was not changed" if out.exists() else f"; {out} was not written"
+        if args.command != "train":
+            return "; nothing was written"
+        checkpoint = Path(args.out) / CHECKPOINT_NAME
+        if not checkpoint.is_file():
+            return f"; no checkpoint is saved in {args.out}"
+    except OSError:  # a path the file system refuses (too long, ...): the error line already says so
+        return ""
+    try:
+        import torch
+
+        step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["step"]
+    except Exception:  # noqa: BLE001 a damaged checkpoint: the error is about something else
+        return f"; {checkpoint} is as it was (it may be damaged)"
+    return f"; {checkpoint} holds step {step}: the same command resumes from it"
+
+
+_OS_HINTS = {"EISDIR": "a folder stands where a file must go: move or rename it",
+             "ENOTDIR": "a file stands where a folder must go: move or rename it",
+             "EEXIST": "something of that name is in the way: move or rename it",
+             "EACCES": "make it readable and writable, or use another path",
+             "EPERM": "make it readable and writable, or use another path",
+             "ENOENT": "check the path",
+             "ENAMETOOLONG": "choose a shorter name",
+             "EROFS": "use a folder on a writable disk"}
+
+
+def _raw_os_error(err: BaseException) -> bool:
+    """An error straight from the operating system ("[Errno 21] Is a directory"), not one worded for the user."""
+    return isinstance(err, OSError) and err.errno is not None and not isinstance(err, WriteError)
+
+
+def describe_error(err: BaseException) -> str:
+    """One plain line for any error: the message itself when it was written for the user, an OS error in plain
+    words with the file it concerns and what to do, anything else as what it is and how to report it."""
+    if _raw_os_error(err):
+        names = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        hint = _OS_HINTS.get(errno.errorcode.get(err.errno, ""), "check the path and the disk")
+        return f"{err.strerror or first_line(err)}{': ' + names if names else ''} ({hint})"
+    if isinstance(err, _EXPLAINED):
+        return " ".join(str(err).split()) or type(err).__name__
+    detail = " ".join(str(err).split())[:200]
+    return (f"unexpected {type(err).__name__}{f' ({detail})' if detail else ''}: this is a bug in dcgan_utils; please "
+            "report it with the output of the same command run with --debug")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Any error becomes one line on stderr (``python -m dcgan_utils CMD: error: ...; what was
+    saved``) and exit status 2; ``--debug`` or ``DCGAN_DEBUG=1`` adds Python's traceback, for bug reports."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("DCGAN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    prefix = f"{parser.prog} {args.command}"
     try:
-        return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, DatasetError, DiskFullError, OSError) as err:  # one line, no traceback
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        progress_mode()  # a wrong DCGAN_PROGRESS is refused now, not after the data is loaded
+        with _stop_cleanly():
+            return COMMANDS[args.command](args)
+    except (KeyboardInterrupt, Stopped) as stop:  # outside training's own handling: stopped cleanly
+        signum = getattr(stop, "signum", signal.SIGINT)
+        name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else "SIGTERM"
+        print(f"{prefix}: stopped by {name}{_saved(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
+    except Exception as err:  # everything else: one line, the traceback only when asked for
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        line = describe_error(err)
+        worded_for_the_user = isinstance(err, _EXPLAINED) and not _raw_os_error(err)
+        failed_write = args.command == "train" and isinstance(err, WriteError) and not isinstance(err, DiskFullError)
+        if not worded_for_the_user or failed_write:  # (a full disk's message already says what is kept)
+            line += _saved(args)  # the user's work: say what is saved
+        print(f"{prefix}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from .models import SUPPORTED_SIZES
 from .progress import progress_mode
 
-REPO_DATA_DIR = Path(os.environ.get("DCGAN_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+# DCGAN_DATA_DIR moves the course's data folder (shipped subsets, downloads, cache); empty counts as unset
+REPO_DATA_DIR = Path(os.environ.get("DCGAN_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
 DATASETS = ("mnist", "fashion-mnist", "folder", "emoji-faces", "celeba")
 SOURCES = ("auto", "full", "subset")
 CLASS_NAMES = {
@@ -312,6 +313,28 @@ def _to_8bit(img, channels: int, background: tuple[int, int, int]):
     return img.convert("L" if channels == 1 else "RGB")
 
 
+LARGE_IMAGE_PIXELS = 4096 * 4096  # beyond this an image is first shrunk by a whole factor, in 8 bits
+
+
+def _shrink_large(img, image_size: int):
+    """An image of more than :data:`LARGE_IMAGE_PIXELS` (a 9400x9400 PNG) reduced at once by a whole factor, in
+    8 bits (premultiplied by its alpha when transparent, so hidden colours do not bleed), to a short side of at
+    least twice ``image_size``: converting and compositing it then take megabytes, not gigabytes. Smaller images
+    are returned as they are (the usual path, unchanged)."""
+    factor = min(img.size) // (2 * image_size)
+    if img.width * img.height <= LARGE_IMAGE_PIXELS or factor < 2:
+        return img
+    if img.mode == "P" or "transparency" in img.info:
+        img = img.convert("RGBA")
+    premultiplied = {"RGBA": "RGBa", "LA": "La"}.get(img.mode)
+    try:
+        if premultiplied:
+            return img.convert(premultiplied).reduce(factor).convert(img.mode)
+        return img.reduce(factor)
+    except ValueError:  # a mode Pillow cannot reduce (16-bit): decoded as it is
+        return img
+
+
 def _read_images(files: list[Path], image_size: int, channels: int, background: int | tuple[int, int, int],
                  folder: Path) -> torch.Tensor:
     """Decode, centre-crop to a square and resize ``files`` once: uint8 (N, channels, image_size, image_size).
@@ -334,7 +357,7 @@ def _read_images(files: list[Path], image_size: int, channels: int, background: 
             with img:
                 if img.format == "JPEG":
                     img.draft(None, (image_size, image_size))  # decode JPEGs at a reduced scale >= image_size
-                img = _to_8bit(ImageOps.exif_transpose(img), channels, background)
+                img = _to_8bit(ImageOps.exif_transpose(_shrink_large(img, image_size)), channels, background)
                 side = min(img.size)
                 left, top = (img.width - side) // 2, (img.height - side) // 2
                 img = img.crop((left, top, left + side, top + side)).resize((image_size, image_size),
@@ -359,9 +382,15 @@ def _load_folder(data_dir: Path | None, image_size: int, limit: int | None, chan
 
     ``background`` (default 255, white) is the grey level, or (r, g, b), behind transparent pixels.
     """
-    if data_dir is None or not Path(data_dir).is_dir():
-        raise DatasetError(f"name='folder' needs data_dir pointing at a folder of images (got {data_dir}); "
-                           "for faces, unzip e.g. CelebA's img_align_celeba there")
+    if data_dir is None:
+        raise DatasetError("name='folder' needs data_dir, the folder of images to train on (CLI: --data-dir); for "
+                           "faces, unzip e.g. CelebA's img_align_celeba there")
+    if not Path(data_dir).is_dir():
+        where = "" if Path(data_dir).is_absolute() else f" (looked for {Path(data_dir).absolute()}: a relative " \
+                "folder is found from the current folder)"
+        what = "is a file, not a folder" if Path(data_dir).exists() else "does not exist"
+        raise DatasetError(f"The image folder {data_dir} {what}{where}: pass the folder of images as data_dir "
+                           "(CLI: --data-dir)")
     files = _image_files(data_dir)
     if not files:
         raise DatasetError(f"No images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found under {data_dir}")
@@ -413,13 +442,19 @@ def _celeba_folder(root: Path) -> Path | None:
     return None
 
 
-def _celeba_table(folder: Path, root: Path, stem: str) -> list[list[str]] | None:
-    """Rows of CelebA's ``stem``.txt (space-separated) or Kaggle's ``stem``.csv, next to or above ``folder``."""
+def _celeba_table(folder: Path, root: Path, stem: str) -> tuple[list[list[str]], Path] | None:
+    """Rows of CelebA's ``stem``.txt (space-separated) or Kaggle's ``stem``.csv, next to or above ``folder``, and
+    the file they come from."""
     for where in dict.fromkeys((folder, folder.parent, root, folder.parent.parent)):
         for suffix in (".txt", ".csv"):
             path = where / f"{stem}{suffix}"
             if path.is_file():
-                return [re.split(r"[,\s]+", line.strip()) for line in path.read_text().splitlines() if line.strip()]
+                try:
+                    text = path.read_text()
+                except (OSError, UnicodeDecodeError) as err:
+                    raise DatasetError(f"{path} is not a readable text table ({err}); restore CelebA's original "
+                                       "file, or remove it") from err
+                return [re.split(r"[,\s]+", line.strip()) for line in text.splitlines() if line.strip()], path
     return None
 
 
@@ -430,7 +465,7 @@ def _load_celeba_folder(folder: Path, root: Path, image_size: int, split: str, l
         raise DatasetError(f"No images found under {folder}. " + _CELEBA_HELP)
     partition = _celeba_table(folder, root, "list_eval_partition")
     if partition is not None:
-        part = {row[0]: int(row[1]) for row in partition if len(row) > 1 and row[1].isdigit()}
+        part = {row[0]: int(row[1]) for row in partition[0] if len(row) > 1 and row[1].isdigit()}
         files = [f for f in files if part.get(f.name) == _CELEBA_SPLITS[split]]
         if not files:
             raise DatasetError(f"No {split} images of list_eval_partition under {folder}. " + _CELEBA_HELP)
@@ -439,13 +474,21 @@ def _load_celeba_folder(folder: Path, root: Path, image_size: int, split: str, l
                            "without it every image is training data")
     files = files[:limit] if limit else files
     attributes = attribute_names = None
-    table = _celeba_table(folder, root, "list_attr_celeba")
-    if table is not None:
-        if len(table[0]) == 1:  # the .txt starts with the number of images
+    found = _celeba_table(folder, root, "list_attr_celeba")
+    if found is not None:
+        table, path = found
+        if table and len(table[0]) == 1:  # the .txt starts with the number of images
             table = table[1:]
-        count = len(table[1]) - 1
-        attribute_names = table[0][-count:]
-        rows = {row[0]: [int(v) > 0 for v in row[1:]] for row in table[1:]}
+        try:
+            count = len(table[1]) - 1
+            attribute_names = table[0][-count:]
+            rows = {row[0]: [int(v) > 0 for v in row[1:]] for row in table[1:]}
+            if any(len(values) != count for values in rows.values()):
+                raise ValueError("its rows have different numbers of values")
+        except (IndexError, ValueError) as err:
+            raise DatasetError(f"{path} is not CelebA's attribute table (a header of names, then one row of -1/1 "
+                               f"values per image; {err}): restore the original file, or remove it to train "
+                               "without attributes") from err
         if all(f.name in rows for f in files):
             attributes = torch.tensor([rows[f.name] for f in files], dtype=torch.bool).view(len(files), count)
         else:
@@ -517,6 +560,10 @@ def load_dataset(name: str = "mnist", image_size: int = 32, data_dir: str | Path
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit} must be at least 1")
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
+    if data_dir is None and os.environ.get("DCGAN_DATA_DIR") and not REPO_DATA_DIR.is_dir():
+        what = "is a file, not a folder" if REPO_DATA_DIR.exists() else "does not exist"
+        raise DatasetError(f"DCGAN_DATA_DIR={os.environ['DCGAN_DATA_DIR']} {what}: point it at the course's data "
+                           "folder (the one holding mnist_subset.npz), or unset it")
     if name == "folder":
         return _load_folder(data_dir, image_size, limit, channels, background).to(device)
     if name == "emoji-faces":

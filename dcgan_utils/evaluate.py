@@ -387,31 +387,36 @@ def _print_once(message: str) -> None:
 
 
 def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bool = False,
-                    source: str = "auto", data_dir: str | Path | None = None, seed: int = 0) -> dict:
+                    source: str = "auto", data_dir: str | Path | None = None, seed: int = 0,
+                    num_requested: int | None = None) -> dict:
     """FD, KID, class coverage and confident share of ``images`` (N, 1, H, W in [-1, 1]) vs N real test images.
 
     With ``references=True``, ``result["reference"]`` holds the same numbers for N real training images
-    (``"real"``) and N uniform-noise images (``"noise"``). Returns a JSON-ready dict.
+    (``"real"``) and N uniform-noise images (``"noise"``). Returns a JSON-ready dict. ``num_requested``: how many
+    samples the caller asked for, when it drew only as many as there are real test images
+    (:func:`evaluate_generator` does), for the note saying so.
     """
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be (N, C, H, W) square images in [-1, 1], got shape {tuple(images.shape)}")
     num = int(images.shape[0])
     classifier, info = load_classifier(dataset)
     data_dir = str(data_dir) if data_dir else None
-    test = real_test_images(dataset, num, source, data_dir)
-    note, asked = None, num
-    if len(test) < num:
+    asked = max(num, num_requested or 0)
+    test = real_test_images(dataset, asked, source, data_dir)
+    note = None
+    if len(test) < asked:
         where = test.origin.split(" in /")[0]
         more = (" The shipped subset holds 1,000 test images; the full test set (10,000) needs source='full' "
                 "(CLI: --source full) or the IDX files in data_dir (--data-dir)." if "subset" in where else "")
         if dataset == "emoji-faces":
-            note = (f"{num} samples were asked for; the faces are measured against half of the training faces "
+            note = (f"{asked} samples were asked for; the faces are measured against half of the training faces "
                     f"({len(test)}), so {len(test)} samples were measured.")
         else:
-            note = (f"{num} samples were asked for but only {len(test)} real test images are available ({where}), "
+            note = (f"{asked} samples were asked for but only {len(test)} real test images are available ({where}), "
                     f"so {len(test)} samples were measured.{more}")
         _print_once(note)
-        images, num = images[:len(test)], len(test)
+        num = min(num, len(test))
+        images = images[:num]
     distances = _distances_for(dataset, num, source, data_dir)
     result = {"dataset": dataset, "image_size": int(images.shape[-1]), **measure(images, distances, classifier),
               "classifier_accuracy": info["test_accuracy"],
@@ -430,12 +435,17 @@ def evaluate_images(images: torch.Tensor, dataset: str = "mnist", references: bo
 def evaluate_generator(generator: nn.Module, dataset: str = "mnist", num: int = 1000, seed: int = 0,
                        references: bool = False, source: str = "auto", data_dir: str | Path | None = None,
                        device: str | torch.device | None = None) -> dict:
-    """Draw ``num`` samples from ``generator`` (seeded) and :func:`evaluate_images` them.
+    """Draw ``num`` samples from ``generator`` (seeded) and :func:`evaluate_images` them; at most as many as there
+    are real test images to measure them against (the note in the result says so).
 
     64x64 generators are fine: their samples are resized to the classifier's 32x32.
     """
-    images = generate(generator, num, seed=seed, device=device)
-    return evaluate_images(images, dataset, references=references, source=source, data_dir=data_dir, seed=seed)
+    load_classifier(dataset)  # a dataset without one is refused before drawing anything
+    data_dir = str(data_dir) if data_dir else None
+    available = len(real_test_images(dataset, num, source, data_dir))
+    images = generate(generator, min(num, available), seed=seed, device=device)  # never more than are measured
+    return evaluate_images(images, dataset, references=references, source=source, data_dir=data_dir, seed=seed,
+                           num_requested=num)
 
 
 def evaluate_checkpoint(path: str | Path, num: int = 1000, seed: int = 0, references: bool = True,

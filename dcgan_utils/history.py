@@ -35,6 +35,13 @@ def check_history(history: object) -> str | None:
     lengths = {len(history[k]) for k in ("step", *STAT_KEYS)}
     if len(lengths) > 1 or any(not isinstance(history["epoch"].get(k), list) for k in expected["epoch"]):
         return "its history's columns do not line up"
+    columns = [history[k] for k in ("step", *STAT_KEYS)] + [history["epoch"][k] for k in expected["epoch"]]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for column in columns for v in column):
+        return "its history holds values that are not numbers"
+    rows = [*history["samples"], *history["events"], *history["eval"]]
+    if any(not isinstance(row, dict) or not isinstance(row.get("step", 0), int) for row in rows) or \
+            any("kind" not in event for event in history["events"]):
+        return "its history's frames, events or evaluations are damaged"
     return None
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .evaluate import evaluate_generator
 from .plots import make_gif, plot_d_outputs, plot_losses, save_grid
+from .runfolder import real_folder
 
 
 def save_frame(trainer) -> Path:
@@ -14,6 +15,7 @@ def save_frame(trainer) -> Path:
     samples = trainer.history["samples"]
     if (samples and samples[-1]["step"] == trainer.step) or not trainer.is_main:
         return path  # already drawn at this step (sample_every and the epoch end coincide), or not rank 0
+    real_folder(path.parent)  # a frames/ symlink is replaced, never written through
     save_grid(trainer.fixed_samples(), path, nrow=4)
     trainer.budget.last_frame_seconds = trainer.elapsed_seconds
     samples.append({"step": trainer.step, "epoch": round(trainer.epochs_trained, 3),

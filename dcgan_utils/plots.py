@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -108,6 +109,42 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
     return atomic_write(path, lambda f: f.write(encoded))
 
 
+def grid_size(num: int, image_height: int, image_width: int, nrow: int, padding: int = 2) -> tuple[int, int]:
+    """(height, width) in pixels of :func:`grid_image`'s grid of ``num`` images, ``nrow`` to a row."""
+    padding = 0 if num == 1 else padding
+    cols = min(nrow, num)
+    return -(-num // cols) * (image_height + padding) + padding, cols * (image_width + padding) + padding
+
+
+def save_grid_batches(batches: Iterable[torch.Tensor], num: int, path: str | Path, nrow: int = 8,
+                      padding: int = 2) -> Path:
+    """:func:`save_grid` for many images: ``batches`` of (n, C, H, W) images in [-1, 1] (``num`` in all) are
+    drawn one by one into a single uint8 grid, the same pixels :func:`grid_image` gives, so memory stays about
+    3 bytes per pixel of the grid (plus the PNG encoder's copy) instead of a float grid and its copies."""
+    import imageio.v3 as iio
+
+    grid = None
+    index = 0
+    padding = 0 if num == 1 else padding  # make_grid returns a single image as it is
+    for batch in batches:
+        batch = torch.nan_to_num(batch.detach().float().cpu()).clamp(-1, 1)
+        pixels = ((batch + 1) / 2 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        if pixels.shape[-1] == 1:
+            pixels = pixels.repeat(3, axis=-1)
+        size = pixels.shape[1:3]
+        if grid is None:
+            grid = np.full((*grid_size(num, *size, nrow, padding), 3), 255, np.uint8)
+        for image in pixels:
+            top, left = padding + (index // min(nrow, num)) * (size[0] + padding), \
+                padding + (index % min(nrow, num)) * (size[1] + padding)
+            grid[top:top + size[0], left:left + size[1]] = image
+            index += 1
+    if grid is None or index != num:
+        raise ValueError(f"expected {num} images for the grid, got {index}")
+    path = Path(path)
+    return atomic_write(path, lambda f: iio.imwrite(f, grid, extension=path.suffix or ".png"))
+
+
 def show_images(images: torch.Tensor, nrow: int = 8, title: str = "", labels: list[str] | None = None,
                 save_to: str | Path | None = None, show: bool = True, scale: float = 1.0):
     """Show (N, C, H, W) images in [-1, 1] as a grid (with one label per image when ``labels`` is given)."""
@@ -134,7 +171,8 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str = "", labels: li
 
 def make_gif(run_dir: str | Path, path: str | Path | None = None, seconds_per_frame: float = 0.3,
              max_frames: int = 60) -> Path | None:
-    """The fixed-latent grids of ``run_dir/frames`` as one GIF (at most ``max_frames``, evenly spaced)."""
+    """The fixed-latent grids of ``run_dir/frames`` as one GIF (at most ``max_frames``, evenly spaced); a file
+    there that is not such a frame (unreadable, another size) is left out."""
     import imageio.v3 as iio
 
     run_dir = Path(run_dir)
@@ -144,7 +182,15 @@ def make_gif(run_dir: str | Path, path: str | Path | None = None, seconds_per_fr
     if len(frames) > max_frames:
         keep = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
         frames = [frames[i] for i in sorted(set(keep))]
-    images = [iio.imread(f) for f in frames]
+    images = []
+    for frame in frames:
+        try:
+            images.append(iio.imread(frame))
+        except Exception:  # noqa: BLE001 (imageio raises many kinds) a damaged or foreign frame is left out
+            continue
+    images = [image for image in images if image.shape == images[-1].shape] if images else []
+    if not images:
+        return None
     durations = [seconds_per_frame * 1000] * (len(images) - 1) + [1500]  # hold the last frame
     if len(images) == 1:  # Pillow takes one frame's duration as a number, not a list (a run stopped at step 0)
         durations = durations[0]

@@ -109,12 +109,13 @@ class Run:
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
         # One trainer per run folder, from now to the end of fit(); a folder that cannot be written is refused
         # now, not after the first epoch; starting over moves the previous run aside, never deletes it.
-        self.folder = RunFolder(self.out_dir, is_main=self.is_main, data_dir=asked.data_dir)
+        self.folder = RunFolder(self.out_dir, is_main=self.is_main, data_dir=asked.data_dir, dataset=asked.dataset)
         self.folder.open(start_over=not resume)
         previous = load_checkpoint(self.checkpoint_path) if resume and self.checkpoint_path.is_file() else None
         self.config, self.resumed_changes, self.profile_note = settle_config(
             asked, previous, chosen, self.device, self.checkpoint_path, self.world_size)
         c = self.config
+        self.folder.check_data_dir(c.dataset, c.data_dir)  # a resumed run's image folder, known only now
         check_network_size(asdict(c), channels=3)  # too large a width: refused before any allocation
         if self.is_main and previous is None:
             for note in (self.profile_note, precision_note(c, asked.precision, self.device)):
