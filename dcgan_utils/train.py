@@ -11,6 +11,7 @@ piece of the machinery lives in its own module: ``budget.py``, ``runfolder.py``,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -119,6 +120,11 @@ class Trainer(Run):
             kept = (f"the last checkpoint ({self.checkpoint_path}, step {self.budget.saved_step}) is intact"
                     if self.checkpoint_path.is_file() else "no checkpoint had been written yet")
             raise DiskFullError(err.errno, f"{err.strerror}; {kept}") from err
+        except OSError:  # a frame or plot could not be written mid-run: the steps trained so far are saved first
+            if self.is_main and self.step > self.budget.saved_step:
+                with contextlib.suppress(OSError):
+                    self.save()
+            raise
         finally:
             self.folder.release()
             self.budget.stop()  # also when an error stopped the run: its time counts

@@ -276,6 +276,21 @@ def test_a_write_that_fails_after_training_keeps_the_steps_and_says_so(run, monk
     assert load_checkpoint(run)["step"] == 4 and not list(run.rglob("*.tmp"))
 
 
+def test_a_frame_that_fails_in_the_middle_of_a_run_keeps_the_steps(run, monkeypatch, capsys):
+    """The same for a frame drawn mid-run (every 2 steps here): the steps trained so far are saved first."""
+    replace = os.replace
+
+    def in_the_way(source, target, *args, **kwargs):
+        if str(target).endswith("step_0000004.png"):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source, target)
+        return replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", in_the_way)
+    _fails(capsys, ["train", "--max-steps", "8", "--sample-every", "2", "--no-progress", "--out", "run"],
+           "Cannot write run/frames/step_0000004.png", "run/checkpoint.pt holds step 4")
+    assert load_checkpoint(run)["step"] == 4 and not list(run.rglob("*.tmp"))
+
+
 def test_a_linked_run_folder_starts_over_beside_its_target(run, tmp_path, capsys):
     (tmp_path / "disk").mkdir()
     shutil.move(run, tmp_path / "disk" / "run")
