@@ -194,13 +194,14 @@ class ConvDiscriminator(nn.Module):
             nn.init.xavier_uniform_(self.projection.weight)  # N(0, 1) rows would swamp the score at the start
 
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """D's score before the Sigmoid, shape (N,); for a conditional D, + <class vector, pooled features>."""
+        """D's score before the Sigmoid, shape (N,); for a conditional D, + <class vector, mean features>."""
         features = self.main_module(x)
         score = self.output[0](features).flatten()
         if self.projection is not None:
             if labels is None:
                 raise ValueError("this discriminator is class-conditional: pass the images' labels")
-            score = score + (self.projection(labels) * features.sum(dim=(2, 3))).sum(dim=1).to(score.dtype)
+            pooled = features.mean(dim=(2, 3))  # averaged, not summed: the class term starts as small as the rest
+            score = score + (self.projection(labels) * pooled).sum(dim=1).to(score.dtype)
         return score
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
