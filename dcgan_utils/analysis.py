@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .evaluate import CONFIDENT, ClassifierFeatures, SmallClassifier, classify
-from .sampling import generate_from, seeded_latents
+from .sampling import class_labels_for, generate_from, num_classes, seeded_latents
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,7 @@ class LatentPool:
     label: torch.Tensor
     confidence: torch.Tensor
     ink: torch.Tensor
+    drawn: torch.Tensor | None = None  # a conditional G's class input for each latent (None otherwise)
 
     def choose(self, label: int, attribute: str = "any", k: int = 3,
                min_confidence: float = CONFIDENT) -> torch.Tensor:
@@ -48,28 +49,41 @@ class LatentPool:
 
 @torch.no_grad()
 def latent_pool(generator: nn.Module, classifier: SmallClassifier, num: int = 2000, seed: int = 0) -> LatentPool:
-    """Draw ``num`` latents, generate them, and measure each sample (class, confidence, ink)."""
+    """Draw ``num`` latents (and, for a conditional G, classes as the data has them), generate them, and
+    measure each sample (class, confidence, ink)."""
     z = seeded_latents(num, seed, generator.latent_dim)
-    images = generate_from(generator, z)
+    drawn = class_labels_for(generator, num, seed=seed)
+    images = generate_from(generator, z, drawn)
     probs = classify(images, classifier)
     confidence, label = probs.max(1)
-    return LatentPool(z, images, label, confidence, ink(images))
+    return LatentPool(z, images, label, confidence, ink(images), drawn)
 
 
 @torch.no_grad()
 def vector_arithmetic(generator: nn.Module, z_a: torch.Tensor, z_b: torch.Tensor, z_c: torch.Tensor,
-                      variations: int = 8, jitter: float = 0.25, seed: int = 0) -> dict:
+                      variations: int = 8, jitter: float = 0.25, seed: int = 0, classes=None) -> dict:
     """The DCGAN paper's "A - B + C" on latents averaged over a few exemplars each (paper section 6.3.2).
 
     Returns the mean latents' images (``means``, 3 images), the result ``z`` and ``variations`` images made
     from it plus uniform noise in [-jitter, jitter] (the paper's ±0.25 neighbours; the first is the exact result).
+    For a conditional G, ``classes`` = the three groups' class inputs (e.g. ``pool.drawn[index]`` for each):
+    their one-hot vectors go through the same arithmetic.
     """
     means = torch.stack([z_a.mean(0), z_b.mean(0), z_c.mean(0)])
     z = means[0] - means[1] + means[2]
     rng = torch.Generator().manual_seed(seed)
     noise = (torch.rand(variations, *z.shape, generator=rng) * 2 - 1) * jitter
     noise[0] = 0
-    return {"means": generate_from(generator, means), "z": z, "results": generate_from(generator, z + noise)}
+    mean_classes = result_classes = None
+    if num_classes(generator):
+        if classes is None:
+            raise ValueError("this generator is class-conditional: pass classes=(classes_a, classes_b, classes_c)")
+        onehot = [torch.nn.functional.one_hot(torch.as_tensor(c).reshape(-1).long(), num_classes(generator)).float()
+                  .mean(0) for c in classes]
+        mean_classes = torch.stack(onehot)
+        result_classes = (onehot[0] - onehot[1] + onehot[2]).expand(variations, -1)
+    return {"means": generate_from(generator, means, mean_classes), "z": z,
+            "results": generate_from(generator, z + noise, result_classes)}
 
 
 # --------------------------------------------------------------------------------------------- inside D
@@ -87,7 +101,8 @@ def first_layer_filters(discriminator: nn.Module) -> torch.Tensor:
 
 @torch.no_grad()
 def feature_maps(discriminator: nn.Module, images: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """Each of D's activation layers' outputs (after LeakyReLU) for ``images``: ``[(layer name, (N, C, h, w))]``."""
+    """Each of D's activation layers' outputs (after LeakyReLU) for ``images``: ``[(layer name, (N, C, h, w))]``.
+    (A conditional D's class only enters its last score, after these layers: any class gives the same maps.)"""
     outputs: list[tuple[str, torch.Tensor]] = []
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: outputs.append((name, out.detach().cpu())))
              for name, m in discriminator.named_modules() if isinstance(m, nn.LeakyReLU)]
@@ -95,7 +110,9 @@ def feature_maps(discriminator: nn.Module, images: torch.Tensor) -> list[tuple[s
     was_training = discriminator.training
     discriminator.eval()
     try:
-        discriminator.logits(images.to(device))
+        conditional = getattr(discriminator, "projection", None) is not None
+        discriminator.logits(images.to(device),
+                             torch.zeros(len(images), dtype=torch.long, device=device) if conditional else None)
     finally:
         for h in hooks:
             h.remove()

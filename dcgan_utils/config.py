@@ -45,10 +45,17 @@ CPU_PROFILES: dict[tuple[str, int], dict] = {
 # What ``TrainConfig.recipe`` fills in for the settings left at None. "course": the DCGAN paper's init (and, on a
 # CPU, the profile's learning rates); "seed": seed 000's code exactly as it ran (PyTorch's default init, Adam 2e-4
 # for both networks), kept one flag away (CLI: --seed-settings) to reproduce its 64x64 MNIST failure (notebook 09).
+_DCGAN_D = {"spectral_norm": False, "d_batchnorm": True, "conditional": False, "loss": "bce", "r1": 0.0, "augment": ""}
 RECIPES: dict[str, dict] = {
-    "course": {"init": "dcgan", "loss": "bce", "r1": 0.0, "augment": ""},
-    "seed": {"init": "pytorch", "loss": "bce", "r1": 0.0, "augment": ""},
+    "course": {"init": "dcgan", **_DCGAN_D},
+    "seed": {"init": "pytorch", **_DCGAN_D},
+    # Notebook 11's ladder, what paid on MNIST and the colour faces against the clock on a 2-core CPU: D without
+    # BatchNorm and with spectral norm, class conditioning where the data has classes ("labelled": a one-hot
+    # class beside z, a projection head on D), an EMA of G for samples. The hinge loss and DiffAugment did not pay.
+    "modern": {"init": "dcgan", "spectral_norm": True, "d_batchnorm": False, "conditional": "labelled",
+               "loss": "bce", "r1": 0.0, "augment": "", "ema": 0.999},
 }
+PROFILED_RECIPES = ("course", "modern")  # the recipes a CPU profile's learning rates and EMA apply to
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_LR = 2e-4  # the DCGAN paper's Adam learning rate
@@ -96,18 +103,22 @@ class TrainConfig:
     first_batchnorm: bool = field(default=True, metadata=_help(
         "upsample G's first BatchNorm (seed 004's ablation turns it off)"))
     dropout: float = field(default=0.25, metadata=_help("upsample D's Dropout2d (0 = off)"))
-    spectral_norm: bool = field(default=False, metadata=_help("spectral normalisation on D's weights"))
-    d_batchnorm: bool = field(default=True, metadata=_help(
-        "BatchNorm in D (dcgan, transposed, upsample_conv); off: D scores each image on its own (notebook 11)"))
-    conditional: bool = field(default=False, metadata=_help(
-        "class-conditional G and D (a class vector beside z, a projection head on D), for labelled datasets: "
-        "mnist, fashion-mnist, emoji-faces (notebook 11)"))
+    spectral_norm: bool | None = field(default=None, metadata=_help(
+        "spectral normalisation on D's weights (unset: the recipe's)"))
+    d_batchnorm: bool | None = field(default=None, metadata=_help(
+        "BatchNorm in D (dcgan, transposed, upsample_conv); off: D scores each image on its own (notebook 11; "
+        "unset: the recipe's)"))
+    conditional: bool | None = field(default=None, metadata=_help(
+        "class-conditional G and D (a one-hot class beside z, a projection head on D), for labelled datasets: "
+        "mnist, fashion-mnist, emoji-faces (notebook 11; unset: the recipe's)"))
     init: str | None = field(default=None, metadata=_help(
         "dcgan: N(0, 0.02) as in the paper; pytorch: PyTorch's defaults (unset: the recipe's)",
         choices=("dcgan", "pytorch")))
     recipe: str = field(default="course", metadata=_help(
         "course: the DCGAN paper's init and the CPU profile; seed: seed 000's code exactly as it ran "
-        "(PyTorch's default init), which fails on 64x64 MNIST (notebook 09)", choices=tuple(RECIPES)))
+        "(PyTorch's default init), which fails on 64x64 MNIST (notebook 09); modern: notebook 11's ladder, "
+        "spectral norm in a BatchNorm-free D and class conditioning where the data has classes",
+        choices=tuple(RECIPES)))
     latent_dim: int = field(default=LATENT_DIM, metadata=_help("length of the latent vector z"))
     # optimisation
     batch_size: int | None = field(default=None, metadata=_help(
@@ -194,7 +205,7 @@ class TrainConfig:
         if self.conditional and self.arch not in CONDITIONAL_ARCHS:
             raise ValueError(f"conditional=True needs arch {' or '.join(map(repr, CONDITIONAL_ARCHS))}, not "
                              f"{self.arch!r}")
-        if not self.d_batchnorm and self.arch == "upsample":
+        if self.d_batchnorm is False and self.arch == "upsample":
             raise ValueError("d_batchnorm=False is for the dcgan, transposed and upsample_conv discriminators")
         if self.eval_every < 0 or self.eval_num < 2:
             raise ValueError(f"eval_every={self.eval_every} must be >= 0 and eval_num={self.eval_num} >= 2")
@@ -326,6 +337,10 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
     for name, value in RECIPES[config.recipe].items():  # the recipe only fills what was left unset
         if getattr(config, name) is None:
             setattr(config, name, value)
+    if config.conditional == "labelled":  # where the data has classes and the networks can take them
+        config.conditional = config.dataset in LABELLED_DATASETS and config.arch in CONDITIONAL_ARCHS
+    if config.recipe == "modern" and config.arch == "upsample" and config.d_batchnorm is False:
+        config.d_batchnorm = True  # the upsample D keeps its BatchNorm (its ablations are notebook 05's)
     note = None
     profile = CPU_PROFILES.get((config.arch, config.image_size))
     if device.type == "cpu" and profile and config.width is None and config.g_width is None and config.d_width is None:
@@ -335,10 +350,10 @@ def resolve_config(config: TrainConfig, device: torch.device) -> tuple[TrainConf
         extra = ""
         # A profile may also set the learning rates its narrow networks need (the course recipe only, and only
         # if none was chosen) and how long a CPU run should be (if no budget was chosen).
-        if "lr" in profile and config.recipe == "course" and config.lr == DEFAULT_LR and config.lr_d is None:
+        if "lr" in profile and config.recipe in PROFILED_RECIPES and config.lr == DEFAULT_LR and config.lr_d is None:
             config.lr, config.lr_d = profile["lr"], profile.get("lr_d")
             extra += f", G learning rate {config.lr:g}" + (f" and D's {config.lr_d:g}" if config.lr_d else "")
-        if "ema" in profile and config.recipe == "course" and config.ema is None:
+        if "ema" in profile and config.recipe in PROFILED_RECIPES and config.ema is None:
             config.ema = profile["ema"]
             extra += f", an EMA of G's weights ({config.ema:g}) for samples"
         if "max_steps" in profile and all(getattr(config, k) is None for k in BUDGET_FIELDS):

@@ -17,6 +17,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -302,3 +303,80 @@ def most_influential_dims(generator: nn.Module, count: int = 4, nudge: float = 3
         moved[:, d] += nudge
         effect[d] = (generate_from(generator, moved) - reference).abs().mean()
     return effect.topk(count).indices.tolist(), effect
+
+
+def arm_samples(generators: dict[str, nn.Module], num: int = 8, seed: int = 0, title: str = "",
+                width: float = 12.0, labels=None):
+    """One row per experiment arm: each generator's images for the same ``num`` seeded latents, so that the
+    rows differ only by the networks (notebooks 04, 05, 11). ``labels``: the classes of a conditional G."""
+    from .plots import _finish, _plt, grid_image
+
+    plt = _plt()
+    z = seeded_latents(num, seed, next(iter(generators.values())).latent_dim)
+    fig, axes = plt.subplots(len(generators), 1, figsize=(width, width / num * len(generators) * 1.08 + 0.4),
+                             squeeze=False)
+    for ax, (name, G) in zip(axes[:, 0], generators.items()):
+        ax.imshow(grid_image(generate_from(G, z, labels if getattr(G, "labels", None) is not None else None),
+                             nrow=num))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, None, True)
+
+
+def verdict(control: list[float], variant: list[float], lower_is_better: bool = True) -> str:
+    """What two sets of seeds say about a change: "better"/"worse" only when every seed of the variant beats or
+    trails every seed of the control (the difference is larger than the seed-to-seed spread), else "no difference
+    measured". With one seed per arm there is no spread to compare with: "one seed: no verdict"."""
+    if len(control) < 2 or len(variant) < 2:
+        return "one seed: no verdict"
+    sign = 1 if lower_is_better else -1
+    if sign * max(variant) < sign * min(control):
+        return "better"
+    if sign * min(variant) > sign * max(control):
+        return "worse"
+    return "no difference measured"
+
+
+def seed_table(results: dict[str, list[dict]], control: str, keys: tuple[str, ...] = ("fd", "confident")) -> dict:
+    """Print one row per arm: each key's value for every seed, their mean and the verdict against ``control``
+    (:func:`verdict`; FD lower is better, every other key higher). Returns {arm: {key: verdict}}."""
+    formats = {"fd": "{:.2f}", "confident": "{:.0%}", "classes_present": "{}"}
+    header = f"{'arm':34s}" + "".join(f" {k + ' (seeds)':>22s} {'mean':>7s} {'vs ' + control[:12]:>15s}" for k in keys)
+    print(header)
+    verdicts = {}
+    for arm, rows in results.items():
+        line, verdicts[arm] = f"{arm:34s}", {}
+        for k in keys:
+            values = [r[k] for r in rows]
+            fmt = formats.get(k, "{:.3f}")
+            shown = " / ".join(fmt.format(v) for v in values)
+            mean = fmt.format(sum(values) / len(values)) if k != "classes_present" else f"{sum(values) / len(values):.1f}"
+            v = "(control)" if arm == control else verdict([r[k] for r in results[control]], values, k == "fd")
+            verdicts[arm][k] = v
+            line += f" {shown:>22s} {mean:>7s} {v:>15s}"
+        print(line)
+    return verdicts
+
+
+def train_scored(out_dir: str | Path, points: Sequence[dict], num: int = 1000, **settings) -> Trainer:
+    """Train a run through ``points`` (budgets such as ``{"max_minutes": 1}`` or ``{"max_steps": 2000}``, in
+    order), scoring its samples after each (FD, classes, confident share: notebook 07's measures, on ``num``
+    samples): the points of a quality-against-the-clock curve, kept in ``trainer.history["eval"]`` with the step
+    and the minutes of training of each (the clock stops while a point is scored). A run already in ``out_dir``
+    continues where it stopped and keeps the points it has (notebook 11)."""
+    trainer = Trainer(out_dir=out_dir, **{**settings, **points[-1]})
+    for point in points:
+        (key, value), = point.items()
+        reached = trainer.elapsed / 60 if key == "max_minutes" else trainer.step
+        if reached >= value - (0.01 if key == "max_minutes" else 0):
+            continue  # trained past this point in an earlier run of the notebook
+        setattr(trainer.config, key, value)
+        trainer.fit()
+        trainer.evaluate(num)
+        trainer.save()
+    return trainer

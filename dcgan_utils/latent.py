@@ -90,10 +90,23 @@ def latent_walk(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10, method: str
     return path[:, :, None, None]
 
 
+def walk_labels(G: nn.Module, labels, steps: int):
+    """A conditional G's classes along a walk: ``labels`` as given, or for a pair ``(a, b)`` class weights that
+    turn linearly from class a into class b (a digit 3 becoming a 5, with z walking at the same time)."""
+    if not isinstance(labels, tuple):
+        return labels
+    k = num_classes(G)
+    if not k or len(labels) != 2:
+        raise ValueError("labels=(a, b) walks between two classes of a class-conditional generator")
+    start, end = (torch.nn.functional.one_hot(torch.tensor(c), k).float() for c in labels)
+    return lerp(start, end, torch.linspace(0, 1, steps))
+
+
 def walk_images(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10,
                 method: str = "slerp", labels=None) -> torch.Tensor:
-    """G's images along :func:`latent_walk` from ``z0`` to ``z1``: (steps, C, H, W) in [-1, 1] on the CPU."""
-    return generate_from(G, latent_walk(z0, z1, steps, method), labels)
+    """G's images along :func:`latent_walk` from ``z0`` to ``z1``: (steps, C, H, W) in [-1, 1] on the CPU.
+    ``labels``: a conditional G's class, or a pair ``(a, b)`` to walk from class a to class b too."""
+    return generate_from(G, latent_walk(z0, z1, steps, method), walk_labels(G, labels, steps))
 
 
 def sample_candidates(G: nn.Module, num: int = 64, seed: int = 0, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +168,7 @@ def plot_walks(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int = 10
     names = {"lerp": "linear", "slerp": "spherical"}
     for ax, method in zip(axes[:, 0], methods):
         path = latent_walk(z0, z1, steps, method)
-        strip = grid_image(generate_from(G, path, labels), nrow=steps)
+        strip = grid_image(generate_from(G, path, walk_labels(G, labels, steps)), nrow=steps)
         ax.imshow(strip)
         ax.set_yticks([])
         ax.set_ylabel(names.get(method, method), rotation=0, ha="right", va="center")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LATENT_DIM = 100  # the length of z in both seeds
@@ -34,7 +35,6 @@ SEED_WIDTHS = {
     "upsample_conv": (512, 512),  # seed 004: g_feat (not given; 512 like ngf*8), d_feat*16 = 512
 }
 SEED_BN_EPS = {"dcgan": 1e-5, "transposed": 1e-5, "upsample": 0.8, "upsample_conv": 1e-5}
-CLASS_DIM = 32  # length of a conditional G's learned class vector
 CONDITIONAL_ARCHS = ("dcgan", "transposed")  # the transposed networks take class labels (notebook 11)
 
 
@@ -55,17 +55,18 @@ def _as_map(z: torch.Tensor) -> torch.Tensor:
 
 
 class ClassInput(nn.Module):
-    """A conditional G's class input: a learned vector per class, and how often each class is drawn.
+    """A conditional G's class input, a one-hot vector beside z (Mirza and Osindero 2014), and how often each
+    class is drawn.
 
-    ``labels`` may be class indices (N,) or, to walk between classes, class weights (N, K) that mix the
-    vectors. ``frequencies`` (the training set's class shares, set by the trainer and saved with the weights)
-    is what :func:`~dcgan_utils.sampling.generate` draws classes from when none are asked for.
+    ``labels`` may be class indices (N,) or, to walk between classes, class weights (N, K) that mix them.
+    ``frequencies`` (the training set's class shares, set by the trainer and saved with the weights) is what
+    :func:`~dcgan_utils.sampling.generate` draws classes from when none are asked for. A fixed one-hot, not a
+    learned vector: a learned one grew until it drowned z, and G drew one image per class (notebook 11).
     """
 
     def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
-        self.embedding = nn.Embedding(num_classes, CLASS_DIM)
         self.register_buffer("frequencies", torch.full((num_classes,), 1.0 / num_classes))
 
     def forward(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -73,10 +74,10 @@ class ClassInput(nn.Module):
             raise ValueError(f"this generator draws the class it is given: pass labels (0..{self.num_classes - 1}), "
                              "e.g. generate(G, 16, labels=3)")
         if labels.is_floating_point():
-            return labels.reshape(n, self.num_classes).to(self.embedding.weight) @ self.embedding.weight
+            return labels.reshape(n, self.num_classes).to(self.frequencies)
         if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
             raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
-        return self.embedding(labels.reshape(n).long())
+        return F.one_hot(labels.reshape(n).long(), self.num_classes).to(self.frequencies)
 
 
 class TransposedConvGenerator(nn.Module):
@@ -93,7 +94,7 @@ class TransposedConvGenerator(nn.Module):
         self.latent_dim = latent_dim
         self.labels = ClassInput(num_classes) if num_classes else None  # a class-conditional G (notebook 11)
         filters = [width // 2 ** i for i in range(steps)]  # e.g. [1024, 512, 256] for 32x32
-        inputs = latent_dim + (CLASS_DIM if num_classes else 0)
+        inputs = latent_dim + num_classes
         layers: list[nn.Module] = [nn.ConvTranspose2d(inputs, filters[0], 4, 1, 0, bias=bias),
                                    nn.BatchNorm2d(filters[0], eps=bn_eps), nn.ReLU(True)]
         for c_in, c_out in zip(filters, filters[1:]):

@@ -233,8 +233,9 @@ EVAL_LABELS = {"fd": "FD (classifier features)", "kid": "KID (classifier feature
 
 def plot_eval(histories: dict | dict[str, dict], keys: tuple[str, ...] = ("fd", "classes_present", "confident"),
               references: dict[str, dict] | None = None, title: str = "", save_to: str | Path | None = None,
-              show: bool = True):
-    """Quality over training: each ``history["eval"]`` metric (Trainer's ``eval_every``) against the epoch.
+              show: bool = True, x: str = "epoch"):
+    """Quality over training: each ``history["eval"]`` metric (Trainer's ``eval_every``, or
+    ``Trainer.evaluate``) against ``x``: ``"epoch"``, ``"step"`` or ``"minutes"`` of training (the clock).
 
     ``histories`` is one history or ``{run name: history}``; ``references`` (e.g. ``result["reference"]`` from
     :func:`dcgan_utils.evaluate_checkpoint`) draws each reference row's value as a dashed line.
@@ -246,10 +247,10 @@ def plot_eval(histories: dict | dict[str, dict], keys: tuple[str, ...] = ("fd", 
     for ax, key in zip(axes[0], keys):
         for name, history in histories.items():
             rows = history.get("eval", [])
-            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], "o-", label=name or None)
+            ax.plot([r[x] for r in rows], [r[key] for r in rows], "o-", label=name or None)
         for (ref_name, ref), color in zip((references or {}).items(), ("green", "gray", "black")):
             ax.axhline(ref[key], ls="--", lw=1, color=color, label=ref_name)
-        ax.set(xlabel="epoch", title=EVAL_LABELS.get(key, key))
+        ax.set(xlabel={"minutes": "minutes of training"}.get(x, x), title=EVAL_LABELS.get(key, key))
         if key == "fd":  # KID can dip below 0 (unbiased estimate): linear
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

@@ -193,3 +193,15 @@ def test_a_class_menu_picks_what_a_conditional_generator_draws_and_the_sliders_k
     with pytest.raises(ValueError, match="pass labels"):
         walk_images(G, *ends)  # a conditional G is always told which class to draw
     assert latent_explorer(build_models("dcgan", 32, 1, width=32)[0].eval(), *ends).label is None
+
+
+def test_a_walk_between_two_classes_mixes_them_along_the_way(ends):
+    torch.manual_seed(0)
+    G, _ = build_models("dcgan", 32, 1, width=32, num_classes=10)
+    G.eval()
+    walk = walk_images(G, *ends, steps=5, labels=(3, 5))
+    torch.testing.assert_close(walk[0], walk_images(G, *ends, steps=5, labels=3)[0])  # starts as a 3 ...
+    torch.testing.assert_close(walk[-1], walk_images(G, *ends, steps=5, labels=5)[-1])  # ... ends as a 5
+    assert not torch.allclose(walk[2], walk_images(G, *ends, steps=5, labels=3)[2])  # and mixes them between
+    with pytest.raises(ValueError, match="class-conditional"):
+        walk_images(build_models("dcgan", 32, 1, width=32)[0], *ends, labels=(3, 5))
