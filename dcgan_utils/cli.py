@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of images (default: 64); a .npz is written in batches, so any number that fits on "
                         "the disk works")
     s.add_argument("--seed", type=int, default=0, help="latent seed (default: 0)")
+    s.add_argument("--label", type=int, default=None,
+                   help="a class-conditional run (--conditional, --recipe modern) draws this class only, e.g. the "
+                        "digit 3 (default: classes as often as the training data has them)")
     s.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use G's raw weights even if an EMA was kept")
     s.add_argument("--out", required=True, type=_user_path,
@@ -203,14 +206,19 @@ def _sample(args: argparse.Namespace) -> int:
 
     from .checkpoint import atomic_write, load_generator
     from .plots import grid_size, save_grid_batches
-    from .sampling import generate_batches, generate_from
+    from .sampling import generate_batches, generate_from, num_classes
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out {out}: use a .npz (array) or .png (grid) file name")
     _file_folder(out)
     generator, _ = load_generator(args.checkpoint, device=pick_device(args.device), ema=args.ema)
-    shape = tuple(generate_from(generator, torch.zeros(1, generator.latent_dim)).shape[1:])  # (C, H, W)
+    classes = num_classes(generator)
+    if args.label is not None and not 0 <= args.label < max(classes, 1):
+        raise ValueError(f"--label {args.label}: " + (f"this run draws classes 0..{classes - 1}" if classes else
+                         "this run is not class-conditional (train with --conditional or --recipe modern)"))
+    probe = torch.zeros(1, generator.latent_dim)
+    shape = tuple(generate_from(generator, probe, 0 if classes else None).shape[1:])  # (C, H, W)
     num = args.num
     if out.suffix == ".png":  # one grid image, drawn batch by batch into 3 bytes a pixel
         nrow = math.ceil(math.sqrt(num))
@@ -221,7 +229,7 @@ def _sample(args: argparse.Namespace) -> int:
                              f"{height:,} pixels, too large to draw (a .png grid holds at most {MAX_GRID_PIXELS:,} "
                              f"pixels, drawn in about {MAX_GRID_PIXELS * 6 / 1e9:.1f} GB of memory); use at most "
                              f"{fits:,} images for a .png, or a .npz file (written in batches) for more")
-        save_grid_batches(generate_batches(generator, num, seed=args.seed), num, out, nrow=nrow)
+        save_grid_batches(generate_batches(generator, num, seed=args.seed, labels=args.label), num, out, nrow=nrow)
     else:  # streamed into the .npz batch by batch: any number of images in bounded memory
         size = num * math.prod(shape) * 4
         free = shutil.disk_usage(out.parent).free
@@ -238,7 +246,7 @@ def _sample(args: argparse.Namespace) -> int:
                 np.lib.format.write_array_header_2_0(
                     member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                              "shape": (num, *shape)})
-                for batch in generate_batches(generator, num, seed=args.seed):
+                for batch in generate_batches(generator, num, seed=args.seed, labels=args.label):
                     member.write(batch.numpy().astype(np.float32, copy=False).tobytes())
 
         atomic_write(out, write)
