@@ -273,11 +273,21 @@ def eval_table(generators: dict[str, nn.Module], dataset: str, num: int = 1000, 
 
 
 def cli_command(config: TrainConfig, out_dir: str | Path) -> str:
-    """The ``python -m dcgan_utils train`` command that trains the same run as ``config``."""
+    """The ``python -m dcgan_utils train`` command that trains the same run as ``config``: every setting that
+    differs from the command line's default, with ``--recipe`` standing for the settings its recipe fills."""
+    from .config import RECIPES, resolve_config
+
     defaults = TrainConfig()
-    flags = [f"--{f.name.replace('_', '-')} {getattr(config, f.name)}" for f in dataclasses.fields(TrainConfig)
-             if f.name not in ("progress", "device", "precision", "channels_last", "init")
-             and getattr(config, f.name) not in (None, False, getattr(defaults, f.name))]
+    filled, _ = resolve_config(TrainConfig(recipe=config.recipe, dataset=config.dataset, arch=config.arch,
+                                           image_size=config.image_size), torch.device("cpu"))
+    flags = []
+    for f in dataclasses.fields(TrainConfig):
+        value, name = getattr(config, f.name), f.name.replace("_", "-")
+        if f.name in ("progress", "device", "precision", "channels_last") or value is None:
+            continue
+        if value == getattr(defaults, f.name) or (f.name in RECIPES[config.recipe] and value == getattr(filled, f.name)):
+            continue
+        flags.append(f"--{name}" if value is True else f"--no-{name}" if value is False else f"--{name} {value}")
     return f"python -m dcgan_utils train {' '.join(flags)} --out {out_dir}"
 
 

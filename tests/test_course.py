@@ -158,3 +158,18 @@ def test_epoch_table_prints_the_epoch_means_and_the_worst_batch(capsys):
 
 def test_hardware_summary_names_the_device():
     assert course.hardware_summary("cpu").startswith("CPU (")
+
+
+def test_cli_command_names_the_recipe_and_writes_switches_as_flags():
+    import torch
+
+    from dcgan_utils.config import resolve_config
+
+    modern, _ = resolve_config(TrainConfig(recipe="modern", dataset="mnist", max_minutes=5), torch.device("cpu"))
+    command = cli_command(modern, "runs/m")
+    assert "--recipe modern" in command and "True" not in command and "spectral" not in command
+    args = build_parser().parse_args(command.split()[3:])
+    assert (args.recipe, args.max_minutes, args.out) == ("modern", 5, "runs/m")
+    ablation = TrainConfig(arch="upsample", image_size=64, first_batchnorm=False, spectral_norm=True)
+    args = build_parser().parse_args(cli_command(ablation, "runs/a").split()[3:])
+    assert (args.first_batchnorm, args.spectral_norm) == (False, True)
