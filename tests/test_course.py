@@ -173,3 +173,17 @@ def test_cli_command_names_the_recipe_and_writes_switches_as_flags():
     ablation = TrainConfig(arch="upsample", image_size=64, first_batchnorm=False, spectral_norm=True)
     args = build_parser().parse_args(cli_command(ablation, "runs/a").split()[3:])
     assert (args.first_batchnorm, args.spectral_norm) == (False, True)
+
+
+def test_edge_strength_falls_with_blur_and_ignores_a_checkerboard():
+    from torchvision.transforms.functional import gaussian_blur
+
+    from dcgan_utils import load_dataset
+    from dcgan_utils.course import edge_strength
+
+    faces = load_dataset("emoji-faces", 64).batch(slice(0, 64))
+    sharp, blurred = edge_strength(faces), edge_strength(gaussian_blur(faces, 9, 2.0))
+    assert blurred < 0.6 * sharp  # measured: 0.34 against 0.76 for sigma 2 over all faces
+    checkered = faces.clone()
+    checkered[..., ::2, ::2] += 0.3  # the period-2 pattern of transposed convolutions
+    assert edge_strength(checkered) == pytest.approx(sharp, rel=1e-6)
