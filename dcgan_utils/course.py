@@ -363,41 +363,30 @@ def verdict(control: list[float], variant: list[float], lower_is_better: bool = 
     return "no difference measured"
 
 
-def seed_table(results: dict[str, list[dict]], control: str, keys: tuple[str, ...] = ("fd", "confident")) -> dict:
-    """Print one row per arm: each key's value for every seed, their mean and the verdict against ``control``
-    (:func:`verdict`; FD lower is better, every other key higher). Returns {arm: {key: verdict}}."""
-    formats = {"fd": "{:.2f}", "confident": "{:.0%}", "classes_present": "{}"}
-    header = f"{'arm':34s}" + "".join(f" {k + ' (seeds)':>22s} {'mean':>7s} {'vs ' + control[:12]:>15s}" for k in keys)
-    print(header)
-    verdicts = {}
-    for arm, rows in results.items():
-        line, verdicts[arm] = f"{arm:34s}", {}
-        for k in keys:
+def seed_table(results: dict[str, list[dict]], control: str, keys: tuple[str, ...] = ("fd", "confident"),
+               lower_is_better: tuple[str, ...] = ("fd", "checkerboard"), no_verdict: tuple[str, ...] = ("nearest",)
+               ) -> dict:
+    """Print, per measure in ``keys``, one row per arm: the value for every seed, their mean and the verdict against
+    ``control`` (:func:`verdict`; the keys in ``lower_is_better`` count lower as better, the others higher; those in
+    ``no_verdict`` are shown without one). Returns {arm: {key: verdict}}."""
+    formats = {"fd": "{:.2f}", "confident": "{:.1%}", "classes_present": "{:.0f}", "checkerboard": "{:.4f}",
+               "nearest": "{:.1f}", "edges": "{:.3f}"}
+    titles = {"edges": "edge strength (sharpness: blurry images score lower than real ones)", "fd": "FD (lower is better)", "confident": "confident share (higher is better)",
+              "classes_present": "classes present (higher is better)", "checkerboard": "checkerboard (lower is better)",
+              "nearest": "median distance to the nearest training image"}
+    width = max(len(arm) for arm in results) + len(" (control)")
+    verdicts: dict = {arm: {} for arm in results}
+    for k in keys:
+        fmt = formats.get(k, "{:.3f}")
+        print(titles.get(k, k))
+        for arm, rows in results.items():
             values = [r[k] for r in rows]
-            fmt = formats.get(k, "{:.3f}")
             shown = " / ".join(fmt.format(v) for v in values)
-            mean = fmt.format(sum(values) / len(values)) if k != "classes_present" else f"{sum(values) / len(values):.1f}"
-            v = "(control)" if arm == control else verdict([r[k] for r in results[control]], values, k == "fd")
+            if arm == control or k in no_verdict:
+                v = ""
+            else:
+                v = verdict([r[k] for r in results[control]], values, k in lower_is_better)
             verdicts[arm][k] = v
-            line += f" {shown:>22s} {mean:>7s} {v:>15s}"
-        print(line)
+            name = arm + (" (control)" if arm == control else "")
+            print(f"  {name:{width}s}  {shown:>22s}  mean {fmt.format(sum(values) / len(values)):>7s}  {v}")
     return verdicts
-
-
-def train_scored(out_dir: str | Path, points: Sequence[dict], num: int = 1000, **settings) -> Trainer:
-    """Train a run through ``points`` (budgets such as ``{"max_minutes": 1}`` or ``{"max_steps": 2000}``, in
-    order), scoring its samples after each (FD, classes, confident share: notebook 07's measures, on ``num``
-    samples): the points of a quality-against-the-clock curve, kept in ``trainer.history["eval"]`` with the step
-    and the minutes of training of each (the clock stops while a point is scored). A run already in ``out_dir``
-    continues where it stopped and keeps the points it has (notebook 11)."""
-    trainer = Trainer(out_dir=out_dir, **{**settings, **points[-1]})
-    for point in points:
-        (key, value), = point.items()
-        reached = trainer.elapsed / 60 if key == "max_minutes" else trainer.step
-        if reached >= value - (0.01 if key == "max_minutes" else 0):
-            continue  # trained past this point in an earlier run of the notebook
-        setattr(trainer.config, key, value)
-        trainer.fit()
-        trainer.evaluate(num)
-        trainer.save()
-    return trainer
