@@ -1,4 +1,7 @@
+import errno
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,3 +23,21 @@ def mnist_small():
 def tiny(mnist_small):
     """Keyword arguments for a tiny, fast training run on real digits."""
     return dict(dataset="mnist", image_size=32, width=32, batch_size=32, progress=False, data=mnist_small)
+
+
+@pytest.fixture
+def deny_writes(monkeypatch):
+    """``deny_writes(folder)`` makes ``folder`` read-only; as root, which ignores permissions, it also refuses new
+    files in it, as a read-only mount would."""
+    def deny(folder: Path) -> None:
+        folder.chmod(0o555)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            real_mkstemp = tempfile.mkstemp
+
+            def mkstemp(*args, dir=None, **kwargs):
+                if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+                return real_mkstemp(*args, dir=dir, **kwargs)
+
+            monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return deny

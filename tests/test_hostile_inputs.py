@@ -13,7 +13,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -87,21 +86,6 @@ def _signal_when_ready(proc: subprocess.Popen, signum: int, timeout: float = 120
     finally:
         proc.kill()
     return proc.wait(), err
-
-
-def _deny_writes(monkeypatch, folder: Path) -> None:
-    """Make ``folder`` read-only; as root, which ignores permissions, also refuse new files in it as a read-only
-    mount would."""
-    folder.chmod(0o555)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        real_mkstemp = tempfile.mkstemp
-
-        def mkstemp(*args, dir=None, **kwargs):
-            if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
-            return real_mkstemp(*args, dir=dir, **kwargs)
-
-        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
 def _photos(folder: Path, count: int = 16) -> Path:
@@ -308,10 +292,10 @@ def test_a_link_to_nowhere_as_the_run_folder_is_refused(tmp_path, monkeypatch, c
     assert _tree(tmp_path) == {"run": f"-> {tmp_path / 'gone'}"}
 
 
-def test_a_read_only_run_folder_is_refused_before_training(run, monkeypatch, capsys):
+def test_a_read_only_run_folder_is_refused_before_training(run, monkeypatch, capsys, deny_writes):
     before = _tree(run)
     try:
-        _deny_writes(monkeypatch, run)
+        deny_writes(run)
         _fails(capsys, ["train", "--max-steps", "4", "--out", "run"], "Cannot write in the output folder",
                "make it writable or choose another output folder (--out)")
     finally:
@@ -319,10 +303,10 @@ def test_a_read_only_run_folder_is_refused_before_training(run, monkeypatch, cap
     assert _tree(run) == before
 
 
-def test_a_read_only_frames_folder_is_refused_before_training(run, monkeypatch, capsys):
+def test_a_read_only_frames_folder_is_refused_before_training(run, monkeypatch, capsys, deny_writes):
     before = _tree(run)
     try:
-        _deny_writes(monkeypatch, run / "frames")
+        deny_writes(run / "frames")
         _fails(capsys, ["train", "--max-steps", "4", "--out", "run"], "Cannot write in", "frames", "(--out)")
     finally:
         (run / "frames").chmod(0o755)
@@ -587,12 +571,12 @@ def test_sample_replaces_a_link_and_keeps_its_target(run, tmp_path, capsys):
     assert not (tmp_path / "s.png").is_symlink() and (tmp_path / "s.png").stat().st_size > 100
 
 
-def test_sample_into_a_read_only_folder(run, tmp_path, monkeypatch, capsys):
+def test_sample_into_a_read_only_folder(run, tmp_path, monkeypatch, capsys, deny_writes):
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "keep.txt").write_text("the user's")
     before = _tree(tmp_path / "ro")
     try:
-        _deny_writes(monkeypatch, tmp_path / "ro")
+        deny_writes(tmp_path / "ro")
         _fails(capsys, ["sample", "--checkpoint", "run", "--num", "4", "--out", "ro/s.npz"], "Cannot write ro/s.npz",
                "not writable", "nothing was written")
     finally:

@@ -17,7 +17,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from dataclasses import replace
@@ -324,28 +323,13 @@ def test_resuming_with_another_limit_keeps_counting_epochs(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ 9. one line
-def _deny_writes(monkeypatch, folder: Path) -> None:
-    """Make ``folder`` read-only; as root, which ignores permissions, also refuse new files in it as a read-only
-    mount would."""
-    folder.chmod(0o555)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        real_mkstemp = tempfile.mkstemp
-
-        def mkstemp(*args, dir=None, **kwargs):
-            if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
-            return real_mkstemp(*args, dir=dir, **kwargs)
-
-        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-
-
-def test_read_only_output_folders_are_refused_before_training(tmp_path, monkeypatch, capsys):
+def test_read_only_output_folders_are_refused_before_training(tmp_path, monkeypatch, capsys, deny_writes):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--no-progress", "--max-steps", "2", "--out", str(run)]) == 0
     capsys.readouterr()
     checkpoint = (run / "checkpoint.pt").read_bytes()
     try:
-        _deny_writes(monkeypatch, run)
+        deny_writes(run)
         assert main(["train", *TINY, "--no-progress", "--max-steps", "4", "--out", str(run)]) == 2  # resuming
         _one_line_error(capsys, "Cannot write in the output folder", str(run))
         assert main(["train", *TINY, "--no-progress", "--max-steps", "4", "--out", str(run / "new")]) == 2
