@@ -390,3 +390,22 @@ def seed_table(results: dict[str, list[dict]], control: str, keys: tuple[str, ..
             name = arm + (" (control)" if arm == control else "")
             print(f"  {name:{width}s}  {shown:>22s}  mean {fmt.format(sum(values) / len(values)):>7s}  {v}")
     return verdicts
+
+
+def train_scored(out_dir: str | Path, points: Sequence[dict], num: int = 1000, **settings) -> Trainer:
+    """Train a run through ``points`` (budgets such as ``{"max_minutes": 1}`` or ``{"max_steps": 2000}``, in
+    order), scoring its samples after each (FD, classes, confident share: notebook 07's measures, on ``num``
+    samples): the points of a quality-against-the-clock curve, kept in ``trainer.history["eval"]`` with the step
+    and the minutes of training of each (the clock stops while a point is scored). A run already in ``out_dir``
+    continues where it stopped and keeps the points it has (notebook 11)."""
+    trainer = Trainer(out_dir=out_dir, **{**settings, **points[-1]})
+    for point in points:
+        (key, value), = point.items()
+        reached = trainer.elapsed / 60 if key == "max_minutes" else trainer.step
+        if reached >= value - (0.01 if key == "max_minutes" else 0):
+            continue  # trained past this point in an earlier run of the notebook
+        setattr(trainer.config, key, value)
+        trainer.fit()
+        trainer.evaluate(num)
+        trainer.save()
+    return trainer

@@ -187,3 +187,16 @@ def test_edge_strength_falls_with_blur_and_ignores_a_checkerboard():
     checkered = faces.clone()
     checkered[..., ::2, ::2] += 0.3  # the period-2 pattern of transposed convolutions
     assert edge_strength(checkered) == pytest.approx(sharp, rel=1e-6)
+
+
+def test_train_scored_scores_each_point_and_a_rerun_keeps_them(tmp_path, capsys):
+    from dcgan_utils.course import train_scored
+
+    settings = dict(dataset="mnist", source="subset", limit=256, width=16, batch_size=32, progress=False,
+                    device="cpu", precision="fp32")
+    trainer = train_scored(tmp_path / "run", [{"max_steps": 4}, {"max_steps": 8}], num=64, **settings)
+    rows = trainer.history["eval"]
+    assert [r["step"] for r in rows] == [4, 8] and all(r["num"] == 64 and r["fd"] > 0 for r in rows)
+    assert rows[1]["minutes"] >= rows[0]["minutes"] > 0
+    again = train_scored(tmp_path / "run", [{"max_steps": 4}, {"max_steps": 8}], num=64, **settings)
+    assert again.step == 8 and [r["step"] for r in again.history["eval"]] == [4, 8]  # nothing trained or scored twice
