@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .config import TrainConfig, pick_device
+from .config import BUDGET_FIELDS, TrainConfig, pick_device
 from .diagnostics import d_won, describe_d_won
 from .evaluate import EVAL_DATASETS, evaluate_generator
 from .sampling import generate_from, seeded_latents
@@ -404,6 +404,8 @@ def train_scored(out_dir: str | Path, points: Sequence[dict], num: int = 1000, *
         reached = trainer.elapsed / 60 if key == "max_minutes" else trainer.step
         if reached >= value - (0.01 if key == "max_minutes" else 0):
             continue  # trained past this point in an earlier run of the notebook
+        for field in BUDGET_FIELDS:  # this point's budget only: a minutes point after a steps point trains on
+            setattr(trainer.config, field, None)
         setattr(trainer.config, key, value)
         trainer.fit()
         trainer.evaluate(num)

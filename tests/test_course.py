@@ -200,3 +200,13 @@ def test_train_scored_scores_each_point_and_a_rerun_keeps_them(tmp_path, capsys)
     assert rows[1]["minutes"] >= rows[0]["minutes"] > 0
     again = train_scored(tmp_path / "run", [{"max_steps": 4}, {"max_steps": 8}], num=64, **settings)
     assert again.step == 8 and [r["step"] for r in again.history["eval"]] == [4, 8]  # nothing trained or scored twice
+
+
+def test_train_scored_trains_on_from_a_steps_point_to_a_minutes_point(tmp_path):
+    from dcgan_utils.course import train_scored
+
+    settings = dict(dataset="mnist", source="subset", limit=256, width=16, batch_size=32, progress=False,
+                    device="cpu", precision="fp32")
+    trainer = train_scored(tmp_path / "run", [{"max_steps": 4}, {"max_minutes": 0.02}], num=64, **settings)
+    steps = [r["step"] for r in trainer.history["eval"]]
+    assert steps[0] == 4 and steps[1] > 4 and trainer.history["eval"][1]["minutes"] >= 0.02
