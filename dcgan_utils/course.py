@@ -355,10 +355,11 @@ def verdict(control: list[float], variant: list[float], lower_is_better: bool = 
     measured". With one seed per arm there is no spread to compare with: "one seed: no verdict"."""
     if len(control) < 2 or len(variant) < 2:
         return "one seed: no verdict"
-    sign = 1 if lower_is_better else -1
-    if sign * max(variant) < sign * min(control):
+    sign = 1 if lower_is_better else -1  # compare as "lower is better" throughout
+    variant, control = [sign * v for v in variant], [sign * v for v in control]
+    if max(variant) < min(control):
         return "better"
-    if sign * min(variant) > sign * max(control):
+    if min(variant) > max(control):
         return "worse"
     return "no difference measured"
 

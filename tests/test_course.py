@@ -210,3 +210,31 @@ def test_train_scored_trains_on_from_a_steps_point_to_a_minutes_point(tmp_path):
     trainer = train_scored(tmp_path / "run", [{"max_steps": 4}, {"max_minutes": 0.02}], num=64, **settings)
     steps = [r["step"] for r in trainer.history["eval"]]
     assert steps[0] == 4 and steps[1] > 4 and trainer.history["eval"][1]["minutes"] >= 0.02
+
+
+@pytest.mark.parametrize("control, variant, lower_is_better, expected", [
+    ([8.07, 5.09], [4.83, 4.12], True, "better"),  # every variant seed below every control seed
+    ([4.83, 4.12], [8.07, 5.09], True, "worse"),
+    ([44.7, 38.2], [65.3, 12.8], True, "no difference measured"),  # the seeds' spread covers the difference
+    ([0.30, 0.35], [0.40, 0.50], False, "better"),  # higher is better: every variant seed above every control seed
+    ([0.40, 0.50], [0.30, 0.35], False, "worse"),
+    ([0.158, 0.268], [0.256, 0.264], False, "no difference measured"),  # one control seed beats a variant seed
+    ([10, 9], [1, 12], False, "no difference measured"),
+    ([1.0], [2.0], True, "one seed: no verdict"),
+])
+def test_a_verdict_needs_every_seed_of_one_arm_to_beat_every_seed_of_the_other(control, variant, lower_is_better,
+                                                                              expected):
+    from dcgan_utils.course import verdict
+
+    assert verdict(control, variant, lower_is_better) == expected
+
+
+def test_seed_table_prints_every_seed_and_returns_the_verdicts(capsys):
+    from dcgan_utils.course import seed_table
+
+    results = {"a": [{"fd": 8.0, "confident": 0.2}, {"fd": 5.0, "confident": 0.3}],
+               "b": [{"fd": 4.0, "confident": 0.25}, {"fd": 4.5, "confident": 0.26}]}
+    verdicts = seed_table(results, control="a")
+    assert verdicts["b"] == {"fd": "better", "confident": "no difference measured"}
+    out = capsys.readouterr().out
+    assert "8.00 / 5.00" in out and "25.0% / 26.0%" in out and "a (control)" in out
