@@ -33,7 +33,8 @@ NBVAL_TAG = "nbval-check-output"  # nbval compares these cells' outputs (with --
 LOCAL_PATH = re.compile(r"(/work/|/tmp/|/home/\w|/root/|/Users/\w|[A-Z]:\\\\Users)")
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
-from run_notebooks import NotebookFailed, list_notebooks, run_notebook, stale_widgets, strip_stale_widgets  # noqa: E402
+from run_notebooks import (NotebookFailed, list_notebooks, run_notebook, stale_widgets, strip_stale_widgets,  # noqa: E402
+                           tidy_paths)
 
 ids = [p.stem for p in NOTEBOOKS]
 # Under pytest-xdist every notebook test runs on one worker, in number order, so a notebook finds the runs of the
@@ -112,6 +113,23 @@ def test_stale_widget_state_is_stripped_and_shown_widgets_are_kept(tmp_path):
     assert strip_stale_widgets(path) == 1
     kept = nbformat.read(path, as_version=4).metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert set(kept) == {"aa11", "bb22"} and strip_stale_widgets(path) == 0
+
+
+def test_an_executed_copy_names_no_folder_of_the_machine_that_ran_it(tmp_path):
+    """Runs under --runs-dir (made absolute for the kernel) read as runs/ in the outputs; papermill's paths are names."""
+    runs = tmp_path / "elsewhere" / "runs_here"
+    line = f"Resuming {runs}/02_mnist/checkpoint.pt at step 5\n"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("stream", name="stdout", text=line),
+                nbformat.v4.new_output("execute_result", data={"text/plain": str(runs)}, execution_count=1)])]
+    nb.metadata["papermill"] = {"input_path": "/some/where/02.ipynb", "output_path": str(tmp_path / "02.ipynb")}
+    path = tmp_path / "02.ipynb"
+    nbformat.write(nb, path)
+    tidy_paths(path, runs)
+    text = path.read_text()
+    assert str(tmp_path) not in text and "/some/where" not in text
+    out = nbformat.read(path, as_version=4).cells[0].outputs
+    assert out[0].text == "Resuming runs/02_mnist/checkpoint.pt at step 5\n" and out[1].data["text/plain"] == "runs"
 
 
 def test_cli_exits_nonzero_on_unknown_notebook():

@@ -128,7 +128,31 @@ def run_notebook(notebook: Path, out_dir: Path, fast: bool = False, runs_dir: st
         raise NotebookFailed(notebook, f"{notebook.name}: could not be executed ({type(err).__name__}: {err})",
                              ename=type(err).__name__) from err
     strip_stale_widgets(output)
+    tidy_paths(output, runs_dir)
     return output
+
+
+def tidy_paths(path: Path, runs_dir: str | Path | None = None) -> None:
+    """Write the executed copy as if it had run in place: the runs folder passed as ``runs_dir`` (made absolute for
+    the kernel) reads as the notebook's default ``runs/`` in its outputs, and papermill's paths are file names, so
+    that no machine's folders end up in a committed notebook."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = Path(meta[key]).name
+    if runs_dir is not None:
+        prefix = str(Path(runs_dir).resolve())
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if "text" in out:
+                    out["text"] = out["text"].replace(prefix, "runs")
+                for kind, value in out.get("data", {}).items():
+                    if kind.startswith("text/") and isinstance(value, str):
+                        out["data"][kind] = value.replace(prefix, "runs")
+    nbformat.write(nb, path)
 
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
