@@ -660,16 +660,21 @@ def test_a_signal_during_sample_leaves_no_file_behind(run, signum, code, name):
     assert _tree(run.parent) == before  # no hidden temporary file, the previous s.npz as it was
 
 
-SLOW_EVALUATE = """
+def _hanging(module: str, attr: str, stream: str = "sys.stderr") -> str:
+    """A CLI run in which ``module.attr`` says READY and then hangs, so that a signal arrives mid-command."""
+    return f"""
 import sys, time
-import dcgan_utils.evaluate as evaluate
+import {module} as patched
 def slow(*args, **kwargs):
-    print("READY", file=sys.__stderr__, flush=True)
+    print("READY", file={stream}, flush=True)
     time.sleep(60)
-evaluate.measure = slow
+patched.{attr} = slow
 from dcgan_utils.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+SLOW_EVALUATE = _hanging("dcgan_utils.evaluate", "measure", "sys.__stderr__")
 
 
 def test_sigterm_during_evaluate_says_it_stopped(run):
@@ -680,16 +685,7 @@ def test_sigterm_during_evaluate_says_it_stopped(run):
         "python -m dcgan_utils evaluate: stopped by SIGTERM; nothing was written"], err
 
 
-SLOW_DATA = """
-import sys, time
-import dcgan_utils.run as run
-def slow(*args, **kwargs):
-    print("READY", file=sys.stderr, flush=True)
-    time.sleep(60)
-run.load_dataset = slow
-from dcgan_utils.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+SLOW_DATA = _hanging("dcgan_utils.run", "load_dataset")
 
 
 def test_ctrl_c_while_train_loads_its_data(run):
