@@ -244,16 +244,21 @@ def test_something_in_the_way_of_a_run_file_is_refused_before_training(run, caps
     assert _tree(run) == before  # refused before training: nothing trained, nothing thrown away
 
 
-def test_a_write_that_fails_after_training_keeps_the_steps_and_says_so(run, monkeypatch, capsys):
-    """Something appears in the way of the last frame while the run trains: the checkpoint is saved first."""
+def _frame_in_the_way(monkeypatch, name: str) -> None:
+    """A folder appears where the run's frame ``name`` goes, while the run trains: its atomic rename fails."""
     replace = os.replace
 
     def in_the_way(source, target, *args, **kwargs):
-        if str(target).endswith("step_0000004.png"):
+        if str(target).endswith(name):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source, target)
         return replace(source, target, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", in_the_way)
+
+
+def test_a_write_that_fails_after_training_keeps_the_steps_and_says_so(run, monkeypatch, capsys):
+    """Something appears in the way of the last frame while the run trains: the checkpoint is saved first."""
+    _frame_in_the_way(monkeypatch, "step_0000004.png")
     _fails(capsys, ["train", "--max-steps", "4", "--no-progress", "--out", "run"],
            "Cannot write run/frames/step_0000004.png", "move or rename it",
            "run/checkpoint.pt holds step 4: the same command resumes from it")
@@ -262,14 +267,7 @@ def test_a_write_that_fails_after_training_keeps_the_steps_and_says_so(run, monk
 
 def test_a_frame_that_fails_in_the_middle_of_a_run_keeps_the_steps(run, monkeypatch, capsys):
     """The same for a frame drawn mid-run (every 2 steps here): the steps trained so far are saved first."""
-    replace = os.replace
-
-    def in_the_way(source, target, *args, **kwargs):
-        if str(target).endswith("step_0000004.png"):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), source, target)
-        return replace(source, target, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", in_the_way)
+    _frame_in_the_way(monkeypatch, "step_0000004.png")
     _fails(capsys, ["train", "--max-steps", "8", "--sample-every", "2", "--no-progress", "--out", "run"],
            "Cannot write run/frames/step_0000004.png", "run/checkpoint.pt holds step 4")
     assert load_checkpoint(run)["step"] == 4 and not list(run.rglob("*.tmp"))
