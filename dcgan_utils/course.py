@@ -91,7 +91,9 @@ class CourseRun:
     cpu: dict = field(default_factory=dict)
     gpu: dict = field(default_factory=dict)
     fast: dict = field(default_factory=dict)
-    cpu_minutes: float = 0.0  # measured on a quiet 2-core CPU (the notebook's committed run)
+    # minutes of training measured on a quiet 2-core AMD EPYC in fp32, the slowest CPU the course was measured on
+    # (a CPU with fast bf16, such as an Intel Xeon with AMX, takes a quarter to a third): what find_or_train announces
+    cpu_minutes: float = 0.0
     trained_in: str = ""  # the notebook that trains it, when that is not ``notebook`` (03 also trains 32x32)
     size_parameter: str = "IMAGE_SIZE"  # that notebook's parameters: the image size ...
     cpu_parameter: str = "CPU_BUDGET"  # ... and the CPU budget (the GPU budget is GPU_BUDGET)
