@@ -92,7 +92,7 @@ class CourseRun:
     gpu: dict = field(default_factory=dict)
     fast: dict = field(default_factory=dict)
     # minutes of training measured on a quiet 2-core AMD EPYC in fp32, the slowest CPU the course was measured on
-    # (a CPU with fast bf16, such as an Intel Xeon with AMX, takes a quarter to a third): what find_or_train announces
+    # (an Intel Xeon with AMX, in bf16, took 2.7 to 4.6 times less: docs/performance.md): what find_or_train announces
     cpu_minutes: float = 0.0
     trained_in: str = ""  # the notebook that trains it, when that is not ``notebook`` (03 also trains 32x32)
     size_parameter: str = "IMAGE_SIZE"  # that notebook's parameters: the image size ...
