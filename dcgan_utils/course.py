@@ -407,8 +407,8 @@ def train_scored(out_dir: str | Path, points: Sequence[dict], num: int = 1000, *
         reached = trainer.elapsed / 60 if key == "max_minutes" else trainer.step
         if reached >= value - (0.01 if key == "max_minutes" else 0):
             continue  # trained past this point in an earlier run of the notebook
-        for field in BUDGET_FIELDS:  # this point's budget only: a minutes point after a steps point trains on
-            setattr(trainer.config, field, None)
+        for budget_field in BUDGET_FIELDS:  # this point's budget only: a minutes point after a steps point trains on
+            setattr(trainer.config, budget_field, None)
         setattr(trainer.config, key, value)
         trainer.fit()
         trainer.evaluate(num)
